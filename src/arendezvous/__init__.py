@@ -1,0 +1,44 @@
+"""arendezvous: async-native rendezvous backends for distributed jobs.
+
+One opaque state blob per run, read with ``get_state()`` and written with a compare-and-swap
+``set_state(state, token)``, from asyncio or trio, over an in-memory, file, Redis, etcd or PostgreSQL
+store; a blocking adapter for PyTorch; and a test kit that proves a backend under racing writers.
+"""
+
+from __future__ import annotations
+
+from ._backend import DEFAULT_MAX_STATE_SIZE as DEFAULT_MAX_STATE_SIZE
+from ._backend import AsyncRendezvousBackend as AsyncRendezvousBackend
+from ._backend import Token as Token
+from ._errors import BackendClosedError as BackendClosedError
+from ._errors import RendezvousClosedError as RendezvousClosedError
+from ._errors import RendezvousConnectionError as RendezvousConnectionError
+from ._errors import RendezvousError as RendezvousError
+from ._errors import RendezvousStateError as RendezvousStateError
+from ._errors import RendezvousTimeoutError as RendezvousTimeoutError
+from .backends._url import open_backend as open_backend
+from .backends._url import registered_schemes as registered_schemes
+from .backends.file import FileBackend as FileBackend
+from .backends.memory import MemoryBackend as MemoryBackend
+from .backends.memory import MemoryStore as MemoryStore
+from .sync import SyncBackend as SyncBackend
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "DEFAULT_MAX_STATE_SIZE",
+    "AsyncRendezvousBackend",
+    "BackendClosedError",
+    "FileBackend",
+    "MemoryBackend",
+    "MemoryStore",
+    "RendezvousClosedError",
+    "RendezvousConnectionError",
+    "RendezvousError",
+    "RendezvousStateError",
+    "RendezvousTimeoutError",
+    "SyncBackend",
+    "Token",
+    "open_backend",
+    "registered_schemes",
+)

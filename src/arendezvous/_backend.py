@@ -1,0 +1,130 @@
+"""The backend contract: one compare-and-swap register of bytes per run.
+
+Every backend (in-memory, file, Redis, etcd, PostgreSQL, or a third party's) implements
+:class:`AsyncRendezvousBackend`; everything above it (the sync adapter, the rendezvous, the test kit)
+relies only on what this module promises.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable
+from types import TracebackType
+from typing import TypeAlias, TypeVar
+
+__all__ = (
+    "DEFAULT_MAX_STATE_SIZE",
+    "AsyncRendezvousBackend",
+    "Token",
+    "check_run_id",
+    "check_state",
+)
+
+_Backend = TypeVar("_Backend", bound="AsyncRendezvousBackend")
+
+Token: TypeAlias = Hashable
+"""An opaque version of the stored state. Compare tokens only with ``==``; never build one."""
+
+DEFAULT_MAX_STATE_SIZE = 1 << 20
+"""Default upper bound, in bytes, on a state blob (1 MiB; fits every supported store's limits)."""
+
+
+def check_state(state: object, max_size: int) -> bytes:
+    """Validate *state* before anything is sent; return it typed as ``bytes``.
+
+    :raises TypeError: *state* is not ``bytes`` (``bytearray`` and ``memoryview`` are refused too:
+        they could change after the call).
+    :raises ValueError: *state* is longer than *max_size*.
+    """
+    if not isinstance(state, bytes):
+        raise TypeError(f"state must be bytes, not {type(state).__name__}")
+    if len(state) > max_size:
+        raise ValueError(f"state is {len(state)} bytes; this backend accepts at most {max_size}")
+    return state
+
+
+def check_run_id(run_id: object) -> str:
+    """Validate a run id: a non-empty ``str`` naming one run's state within a store.
+
+    :raises TypeError: *run_id* is not a ``str``.
+    :raises ValueError: *run_id* is empty.
+    """
+    if not isinstance(run_id, str):
+        raise TypeError(f"run_id must be str, not {type(run_id).__name__}")
+    if not run_id:
+        raise ValueError("run_id must not be empty")
+    return run_id
+
+
+class AsyncRendezvousBackend(ABC):
+    """An awaitable compare-and-swap register holding one run's rendezvous state.
+
+    The contract (see the README's "Backend contract" for the long form):
+
+    * :meth:`get_state` returns ``None`` if no state was ever set, else ``(state, token)``.
+    * :meth:`set_state` is one atomic compare-and-swap. It writes when *token* is the current token
+      (or is ``None`` and no state exists) and returns ``(state, new_token, True)``; otherwise it
+      changes nothing and returns the current ``(state, token, False)``. A token that is stale,
+      foreign, of another type or plain garbage is simply not current: it never raises.
+    * Tokens never repeat within a run, even when the same bytes are written again.
+    * Handles are safe to share between tasks. Cancelling a call leaves the write applied entirely
+      or not at all.
+    """
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """A short, stable name of the backend kind, e.g. ``"memory"`` or ``"redis"``."""
+
+    @abstractmethod
+    async def get_state(self) -> tuple[bytes, Token] | None:
+        """Return the stored ``(state, token)``, or ``None`` when no state was ever set.
+
+        :raises RendezvousStateError: the stored bytes cannot be decoded.
+        :raises RendezvousConnectionError: the store cannot be reached.
+        """
+
+    @abstractmethod
+    async def set_state(
+        self, state: bytes, token: Token | None = None
+    ) -> tuple[bytes, Token, bool]:
+        """Write *state* if *token* is current; return ``(state, token, written)``.
+
+        On success the returned state is *state* and the token is new. On failure nothing changed
+        and the current state and token are returned; if no state exists at all (a non-``None``
+        token was passed for an empty run) that is ``(b"", None, False)``, so a retry with the
+        returned token ``None`` creates the state.
+
+        :raises TypeError: *state* is not ``bytes``.
+        :raises ValueError: *state* exceeds the backend's size limit.
+        :raises RendezvousStateError: the stored bytes cannot be decoded (nothing is overwritten).
+        :raises RendezvousConnectionError: the store cannot be reached; the write may or may not
+            have been applied.
+        """
+
+    @abstractmethod
+    async def wait_for_change(
+        self, token: Token | None, *, timeout: float | None = None
+    ) -> tuple[bytes, Token] | None:
+        """Wait until the stored token differs from *token*; return the new ``(state, token)``.
+
+        Returns at once if it already differs, and ``None`` if *timeout* seconds pass first.
+        ``token=None`` waits for the state to be created. Notifications are only hints: the
+        state is re-read and tokens compared before returning, so a spurious wake-up is never
+        reported as a change.
+        """
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release the handle's resources. Idempotent; later calls raise ``BackendClosedError``."""
+
+    async def __aenter__(self: _Backend) -> _Backend:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

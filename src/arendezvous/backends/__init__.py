@@ -1,0 +1,1 @@
+"""The bundled backends. Store clients are imported only when their backend is used."""
