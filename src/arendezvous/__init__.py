@@ -1,8 +1,9 @@
 """arendezvous: async-native rendezvous backends for distributed jobs.
 
 One opaque state blob per run, read with ``get_state()`` and written with a compare-and-swap
-``set_state(state, token)``, from asyncio or trio, over an in-memory, file, Redis, etcd or PostgreSQL
-store; a blocking adapter for PyTorch; and a test kit that proves a backend under racing writers.
+``set_state(state, token)``, from asyncio or trio, over an in-memory, file, Redis, etcd or
+PostgreSQL store; a blocking adapter for PyTorch; and a test kit that proves a backend under
+racing writers.
 """
 
 from __future__ import annotations

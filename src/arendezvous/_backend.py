@@ -1,8 +1,8 @@
 """The backend contract: one compare-and-swap register of bytes per run.
 
 Every backend (in-memory, file, Redis, etcd, PostgreSQL, or a third party's) implements
-:class:`AsyncRendezvousBackend`; everything above it (the sync adapter, the rendezvous, the test kit)
-relies only on what this module promises.
+:class:`AsyncRendezvousBackend`; everything above it (the sync adapter, the rendezvous, the test
+kit) relies only on what this module promises.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import asyncio
 import sys
 import threading
 from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import anyio
 
@@ -30,10 +30,8 @@ def threadsafe_setter(event: anyio.Event) -> Callable[[], None]:
     else:
 
         def wake_asyncio() -> None:
-            try:
+            with suppress(RuntimeError):  # the loop is closed
                 loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # the loop is closed
-                pass
 
         return wake_asyncio
 
@@ -44,10 +42,8 @@ def threadsafe_setter(event: anyio.Event) -> Callable[[], None]:
     run_finished = trio.RunFinishedError
 
     def wake_trio() -> None:
-        try:
+        with suppress(run_finished):
             trio_token.run_sync_soon(event.set)
-        except run_finished:
-            pass
 
     return wake_trio
 

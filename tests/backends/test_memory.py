@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from arendezvous import AsyncRendezvousBackend, MemoryBackend, MemoryStore, open_backend
-from arendezvous.backends.memory import default_store, named_store
+from arendezvous.backends.memory import MemoryToken, default_store, named_store
 from arendezvous.testing.conformance import BackendConformance
 
 pytestmark = pytest.mark.anyio
@@ -51,7 +51,7 @@ async def test_named_stores_from_urls() -> None:
 def test_url_options_and_errors() -> None:
     backend = open_backend("memory://sized?max_state_size=10", run_id="r")
     assert isinstance(backend, MemoryBackend)
-    with pytest.raises(ValueError, match="unknown option 'colour'.*accepted: max_state_size"):
+    with pytest.raises(ValueError, match=r"unknown option 'colour'.*accepted: max_state_size"):
         open_backend("memory://?colour=red", run_id="r")
     with pytest.raises(ValueError, match="no path"):
         open_backend("memory://x/y", run_id="r")
@@ -64,7 +64,7 @@ def test_tokens_are_opaque_and_unforgeable() -> None:
         backend = MemoryBackend("r", store)
         _, token, _ = await backend.set_state(b"a")
         assert "MemoryToken" in repr(token)
-        forged = type(token)(1)  # same class, same counter: still not the token
+        forged = MemoryToken(1)  # same class, same counter: still not the token
         assert await backend.set_state(b"b", forged) == (b"a", token, False)
 
     anyio.run(main)

@@ -97,7 +97,7 @@ def parse_options(
     :raises ValueError: an unknown or repeated parameter, or a value its converter rejects.
     """
     options: dict[str, Any] = {}
-    for key, value in urllib.parse.parse_qsl(url.query, keep_blank_values=True, strict_parsing=False):
+    for key, value in urllib.parse.parse_qsl(url.query, keep_blank_values=True):
         if key not in accepted:
             raise ValueError(
                 f"unknown option {key!r} for {url.scheme}:// URLs; accepted: "

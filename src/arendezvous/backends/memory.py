@@ -23,7 +23,14 @@ from .._backend import (
 from .._errors import BackendClosedError
 from .._notify import ChangeNotifier
 
-__all__ = ("MemoryBackend", "MemoryStore", "MemoryToken", "default_store", "from_url", "named_store")
+__all__ = (
+    "MemoryBackend",
+    "MemoryStore",
+    "MemoryToken",
+    "default_store",
+    "from_url",
+    "named_store",
+)
 
 
 class MemoryToken:

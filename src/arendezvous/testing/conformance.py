@@ -83,7 +83,9 @@ class BackendConformance:
         assert isinstance(backend.name, str)
         assert backend.name
 
-    async def test_get_state_returns_none_if_no_state(self, backend: AsyncRendezvousBackend) -> None:
+    async def test_get_state_returns_none_if_no_state(
+        self, backend: AsyncRendezvousBackend
+    ) -> None:
         assert await backend.get_state() is None
 
     async def test_set_state_creates_state_if_none_exists(
