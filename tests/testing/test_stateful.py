@@ -111,7 +111,8 @@ def test_catches_non_atomic_compare_and_swap(anyio_backend: str) -> None:
 def test_catches_repeating_tokens() -> None:
     states: dict[str, tuple[bytes, Any]] = {}
     machine = backend_state_machine(lambda run_id: ContentTokenBackend(states, run_id))
-    with pytest.raises(AssertionError, match="ABA"):
+    # Repeated tokens show up as a token issued twice, or as a stale writer winning a race.
+    with pytest.raises(AssertionError, match="ABA|won one race"):
         run_state_machine_as_test(machine, settings=HUNT)
 
 
