@@ -54,6 +54,8 @@ class ChangeNotifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: dict[Hashable, set[Callable[[], None]]] = {}
+        #: Whether anyone watches any key: a lock-free check that writers make before notify().
+        self.has_waiters = False
 
     @contextmanager
     def watching(self, key: Hashable) -> Iterator[anyio.Event]:
@@ -65,6 +67,7 @@ class ChangeNotifier:
         wake = threadsafe_setter(event)
         with self._lock:
             self._waiters.setdefault(key, set()).add(wake)
+            self.has_waiters = True
         try:
             yield event
         finally:
@@ -74,13 +77,16 @@ class ChangeNotifier:
                     waiters.discard(wake)
                     if not waiters:
                         del self._waiters[key]
+                self.has_waiters = bool(self._waiters)
+
 
     def notify(self, key: Hashable) -> None:
         """Wake every task currently watching *key*. Cheap when nobody watches."""
-        if not self._waiters:  # the hot path of a write nobody waits for
+        if not self.has_waiters:
             return
         with self._lock:
             waiters = self._waiters.pop(key, None)
+            self.has_waiters = bool(self._waiters)
         if waiters:
             for wake in waiters:
                 wake()

@@ -7,7 +7,6 @@ contract: a write is one dictionary update under a lock, so the cost measured in
 
 from __future__ import annotations
 
-import itertools
 import threading
 import urllib.parse
 
@@ -34,15 +33,15 @@ __all__ = (
 
 
 class MemoryToken:
-    """A memory backend's token. Equal only to itself, so it can neither repeat nor be forged."""
+    """A memory backend's token. Equal only to itself, so it can neither repeat nor be forged.
 
-    __slots__ = ("_version",)
+    (It carries no counter: an identity is all a token needs, and creating it is on the hot path.)
+    """
 
-    def __init__(self, version: int) -> None:
-        self._version = version
+    __slots__ = ()
 
     def __repr__(self) -> str:
-        return f"<MemoryToken #{self._version}>"
+        return f"<MemoryToken at {id(self):#x}>"
 
 
 class MemoryStore:
@@ -56,27 +55,12 @@ class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._states: dict[str, tuple[bytes, MemoryToken]] = {}
-        self._versions = itertools.count(1)
         self._notifier = ChangeNotifier()
 
     def _get(self, run_id: str) -> tuple[bytes, MemoryToken] | None:
-        with self._lock:
-            return self._states.get(run_id)
-
-    def _compare_and_set(
-        self, run_id: str, state: bytes, token: Token | None
-    ) -> tuple[bytes, Token, bool]:
-        with self._lock:
-            current = self._states.get(run_id)
-            if current is None:
-                if token is not None:
-                    return b"", None, False
-            elif current[1] is not token:
-                return current[0], current[1], False
-            new_token = MemoryToken(next(self._versions))
-            self._states[run_id] = (state, new_token)
-        self._notifier.notify(run_id)
-        return state, new_token, True
+        # No lock: one dict lookup is atomic, and the value is an immutable (state, token) pair,
+        # so a reader sees the pair before a write or after it, never a mix.
+        return self._states.get(run_id)
 
 
 _default_store = MemoryStore()
@@ -136,15 +120,32 @@ class MemoryBackend(AsyncRendezvousBackend):
             raise BackendClosedError("this MemoryBackend was closed")
 
     async def get_state(self) -> tuple[bytes, Token] | None:
-        self._check_open()
-        return self._store._get(self._run_id)
+        if self._closed:
+            self._check_open()
+        return self._store._states.get(self._run_id)  # see MemoryStore._get
 
     async def set_state(
         self, state: bytes, token: Token | None = None
     ) -> tuple[bytes, Token, bool]:
-        self._check_open()
-        check_state(state, self._max_state_size)
-        return self._store._compare_and_set(self._run_id, state, token)
+        if self._closed:
+            self._check_open()
+        if type(state) is not bytes or len(state) > self._max_state_size:
+            check_state(state, self._max_state_size)  # raises, or passes a bytes subclass
+        # The compare-and-swap, inlined: this is the hot path of every get+CAS loop.
+        store = self._store
+        states = store._states
+        with store._lock:
+            current = states.get(self._run_id)
+            if current is None:
+                if token is not None:
+                    return b"", None, False
+            elif current[1] is not token:
+                return current[0], current[1], False
+            new_token = MemoryToken()
+            states[self._run_id] = (state, new_token)
+        if store._notifier.has_waiters:
+            store._notifier.notify(self._run_id)
+        return state, new_token, True
 
     async def wait_for_change(
         self, token: Token | None, *, timeout: float | None = None
