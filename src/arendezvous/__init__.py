@@ -6,8 +6,6 @@ PostgreSQL store; a blocking adapter for PyTorch; and a test kit that proves a b
 racing writers.
 """
 
-from __future__ import annotations
-
 from ._backend import DEFAULT_MAX_STATE_SIZE as DEFAULT_MAX_STATE_SIZE
 from ._backend import AsyncRendezvousBackend as AsyncRendezvousBackend
 from ._backend import Token as Token
