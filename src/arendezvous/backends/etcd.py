@@ -31,7 +31,8 @@ import ipaddress
 import math
 import urllib.parse
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -382,17 +383,37 @@ class EtcdBackend(AsyncRendezvousBackend):
             and "auth token" in (exc.details() or "")
         )
 
-    def _map_errors(self, action: str) -> Any:
-        return map_exceptions(connection=(self._grpc.RpcError, OSError), what=self._what(action))
+    @contextmanager
+    def _map_errors(self, action: str) -> Iterator[None]:
+        """gRPC failures become :class:`RendezvousConnectionError` with a one-line message."""
+        grpc = self._grpc
+        what = self._what(action)
+        with map_exceptions(connection=(grpc.RpcError, OSError), what=what):
+            try:
+                yield
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    detail = f"no answer within {self._timeout:g} s (DEADLINE_EXCEEDED)"
+                else:
+                    detail = f"{code.name}: {exc.details()}"
+                raise RendezvousConnectionError(f"{what}: {detail}") from exc
 
-    async def _unary(self, action: str, method: str, request: Any) -> Any:
-        """Call ``KV.<method>`` with one deadline for the whole call, auth included."""
+    async def _unary(self, action: str, method: str, request: Any, *, idempotent: bool) -> Any:
+        """Call ``KV.<method>`` with one deadline for the whole call, auth included.
+
+        ``wait_for_ready`` makes the call wait for a connection (bounded by the deadline) rather
+        than fail while gRPC reconnects. An *idempotent* call that loses its connection midway
+        is sent again within the same deadline; a write is not, as it may have been applied.
+        """
         self._check_open()
         require_asyncio("etcd", "aetcd (grpc.aio)")
         connection = self._connect()
-        deadline = connection.loop.time() + self._timeout
+        loop = connection.loop
+        deadline = loop.time() + self._timeout
+        token_refreshed = False
         try:
-            for attempt in (1, 2):
+            while True:
                 metadata = await self._metadata(connection, deadline)
                 try:
                     with self._map_errors(action):
@@ -403,11 +424,19 @@ class EtcdBackend(AsyncRendezvousBackend):
                             wait_for_ready=True,
                         )
                 except RendezvousConnectionError as exc:
-                    # etcd refused the request without applying it: safe to retry once.
-                    if attempt == 1 and self._is_expired_token(exc.__cause__):
+                    if not token_refreshed and self._is_expired_token(exc.__cause__):
+                        # etcd refused the request without applying it: safe to send again.
+                        token_refreshed = True
                         if connection.metadata is metadata:
                             connection.metadata = None
                         continue
+                    if (
+                        idempotent
+                        and self._is_unavailable(exc.__cause__)
+                        and loop.time() < deadline
+                        and not self._closed
+                    ):
+                        continue  # the connection broke midway: wait for it again, bounded
                     raise
                 self._cluster_id = response.header.cluster_id
                 return response
@@ -415,14 +444,19 @@ class EtcdBackend(AsyncRendezvousBackend):
             if self._closed:
                 raise BackendClosedError("this EtcdBackend was closed during the call") from exc
             raise
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _is_unavailable(self, exc: BaseException | None) -> bool:
+        grpc = self._grpc
+        return isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
 
     def _decode_kv(self, kv: Any, cluster_id: int) -> tuple[bytes, EtcdToken]:
         return _decode(kv.value, self._key), EtcdToken(cluster_id, self._key, kv.mod_revision)
 
     async def _read(self) -> tuple[tuple[bytes, EtcdToken] | None, int]:
         """``(current state and token or None, the store revision the read saw)``."""
-        response = await self._unary("read", "Range", self._rpc.RangeRequest(key=self._key))
+        response = await self._unary(
+            "read", "Range", self._rpc.RangeRequest(key=self._key), idempotent=True
+        )
         revision: int = response.header.revision
         if not response.kvs:
             return None, revision
@@ -484,7 +518,7 @@ class EtcdBackend(AsyncRendezvousBackend):
             ],
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=self._key))],
         )
-        response = await self._unary("compare-and-swap", "Txn", request)
+        response = await self._unary("compare-and-swap", "Txn", request, idempotent=False)
         cluster_id = response.header.cluster_id
         if response.succeeded:
             # The put is the transaction's only write, so the key's new mod_revision is the

@@ -47,9 +47,9 @@ class MemoryToken:
 class MemoryStore:
     """In-process storage for any number of runs; hand one to several :class:`MemoryBackend`.
 
-    Safe across tasks, threads and event loops: every read and write is a short critical section
-    under a :class:`threading.Lock` with no await inside, and waiters are woken through their own
-    loop's thread-safe scheduling.
+    Safe across tasks, threads and event loops: every write is a short critical section under a
+    :class:`threading.Lock` with no await inside, a read is one atomic lookup of an immutable
+    ``(state, token)`` pair, and waiters are woken through their own loop's thread-safe scheduling.
     """
 
     def __init__(self) -> None:
