@@ -31,12 +31,13 @@ import ipaddress
 import math
 import urllib.parse
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from .._backend import (
     DEFAULT_MAX_STATE_SIZE,
@@ -188,6 +189,47 @@ def _client_modules() -> tuple[Any, Any]:
     return grpc, rpc
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
+
+
+async def _cancellable(operation: Awaitable[Any], *, settle_on_cancel: bool = False) -> Any:
+    """Await a grpc.aio operation so that cancelling the caller cancels it exactly once.
+
+    grpc.aio turns a task's cancellation into its own (it cancels the RPC, then raises a fresh
+    ``CancelledError``). anyio's cancel scopes re-deliver a cancellation until the task leaves the
+    scope, and the two together leave a stray cancellation pending that escapes ``move_on_after``
+    (measured: about one in ten calls cancelled mid-flight). So the operation runs as a task of
+    its own: the caller is cancelled at a plain future inside ``asyncio.wait`` and then cancels
+    the operation explicitly.
+
+    With *settle_on_cancel* (writes) a cancelled caller first waits, shielded, for the operation's
+    outcome (bounded by its gRPC deadline): a request already on the wire would otherwise be
+    applied by etcd *after* the cancelled call returned, and a reader could see the write of a
+    call its writer believes abandoned.
+    """
+    task = asyncio.ensure_future(operation)
+    try:
+        await asyncio.wait((task,))
+    except BaseException:
+        if settle_on_cancel:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await asyncio.wait((task,))
+                except BaseException:  # cancelled by asyncio itself, past anyio's shield
+                    task.cancel()
+        else:
+            task.cancel()
+        task.add_done_callback(_retrieve)
+        raise
+    if task.cancelled():
+        # grpc.aio cancelled the call itself (the channel was closed): an error, not our
+        # caller's cancellation, which must not leak out as a stray CancelledError.
+        raise RendezvousConnectionError("the etcd call was cancelled: its channel was closed")
+    return task.result()
+
+
 def _read_file(option: str, path: str | None) -> bytes | None:
     if path is None:
         return None
@@ -330,6 +372,10 @@ class EtcdBackend(AsyncRendezvousBackend):
             return connection
         grpc = self._grpc
         options = [
+            # gRPC shares connections between channels with the same target and options, and
+            # with them their reconnect backoff: a channel opened to replace a broken one would
+            # wait out the old one's backoff. Each channel gets connections of its own.
+            ("grpc.use_local_subchannel_pool", 1),
             ("grpc.initial_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS),
             ("grpc.min_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS),
             ("grpc.max_reconnect_backoff_ms", _MAX_RECONNECT_BACKOFF_MS),
@@ -368,8 +414,10 @@ class EtcdBackend(AsyncRendezvousBackend):
                         name=self._username, password=self._password
                     )
                     with self._map_errors("authentication"):
-                        response = await connection.auth.Authenticate(
-                            request, timeout=self._remaining(deadline), wait_for_ready=True
+                        response = await _cancellable(
+                            connection.auth.Authenticate(
+                                request, timeout=self._remaining(deadline), wait_for_ready=True
+                            )
                         )
                     connection.metadata = (("token", response.token),)
         return connection.metadata
@@ -417,11 +465,17 @@ class EtcdBackend(AsyncRendezvousBackend):
                 metadata = await self._metadata(connection, deadline)
                 try:
                     with self._map_errors(action):
-                        response = await getattr(connection.kv, method)(
-                            request,
-                            timeout=self._remaining(deadline),
-                            metadata=metadata,
-                            wait_for_ready=True,
+                        if not idempotent:
+                            # A call cancelled before it starts sends nothing at all.
+                            await anyio.lowlevel.checkpoint_if_cancelled()
+                        response = await _cancellable(
+                            getattr(connection.kv, method)(
+                                request,
+                                timeout=self._remaining(deadline),
+                                metadata=metadata,
+                                wait_for_ready=True,
+                            ),
+                            settle_on_cancel=not idempotent,
                         )
                 except RendezvousConnectionError as exc:
                     if not token_refreshed and self._is_expired_token(exc.__cause__):
@@ -443,7 +497,21 @@ class EtcdBackend(AsyncRendezvousBackend):
         except RendezvousConnectionError as exc:
             if self._closed:
                 raise BackendClosedError("this EtcdBackend was closed during the call") from exc
+            self._forget_if_disconnected(connection)
             raise
+
+    def _forget_if_disconnected(self, connection: _Connection) -> None:
+        """After a connection failure, let the next call open a fresh channel.
+
+        gRPC waits up to a second between attempts to reconnect a channel; a new channel connects
+        at once, so a call made right after etcd comes back succeeds. Calls still running on the
+        old channel keep it alive; gRPC closes it when the last of them lets go.
+        """
+        if (
+            self._connection is connection
+            and connection.channel.get_state() != self._grpc.ChannelConnectivity.READY
+        ):
+            self._connection = None
 
     def _is_unavailable(self, exc: BaseException | None) -> bool:
         grpc = self._grpc
@@ -562,9 +630,9 @@ class EtcdBackend(AsyncRendezvousBackend):
         call = connection.watch.Watch(metadata=metadata, wait_for_ready=False)
         try:
             create = rpc.WatchCreateRequest(key=self._key, start_revision=start_revision)
-            await call.write(rpc.WatchRequest(create_request=create))
+            await _cancellable(call.write(rpc.WatchRequest(create_request=create)))
             while True:
-                response = await call.read()
+                response = await _cancellable(call.read())
                 if response is grpc.aio.EOF or response.events:
                     return
                 if response.canceled:
@@ -577,9 +645,11 @@ class EtcdBackend(AsyncRendezvousBackend):
                         f"{self._what('watch')}: etcd cancelled the watch: "
                         f"{reason or 'no reason given'}"
                     )
-        except (grpc.RpcError, OSError) as exc:
+        except (grpc.RpcError, OSError, RendezvousConnectionError) as exc:
             if self._closed:
                 raise BackendClosedError("this EtcdBackend was closed during the call") from exc
+            if isinstance(exc, RendezvousConnectionError):
+                raise
             if self._is_expired_token(exc):
                 connection.metadata = None
                 return
@@ -587,7 +657,9 @@ class EtcdBackend(AsyncRendezvousBackend):
                 grpc.StatusCode.UNAVAILABLE,
                 grpc.StatusCode.DEADLINE_EXCEEDED,
             ):
-                return  # connection lost: the caller's read reconnects or reports the outage
+                # Connection lost: the caller's read reconnects or reports the outage.
+                self._forget_if_disconnected(connection)
+                return
             with self._map_errors("watch"):
                 raise
         finally:
