@@ -1,0 +1,970 @@
+"""The Redis backend against a real ``redis-server`` on 127.0.0.1 (asyncio only)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import hypothesis
+import pytest
+
+try:
+    import redis.asyncio
+except ImportError:  # pragma: no cover - CI installs every extra
+    if os.environ.get("CI"):
+        raise
+    pytest.skip(
+        "!!! SKIPPED: redis-py is not installed: pip install 'arendezvous[redis]' !!!",
+        allow_module_level=True,
+    )
+
+from _counter_race import run_counter_race
+from arendezvous import (
+    AsyncRendezvousBackend,
+    BackendClosedError,
+    RendezvousConnectionError,
+    RendezvousStateError,
+    SyncBackend,
+    open_backend,
+)
+from arendezvous.backends.redis import (
+    DEFAULT_KEY_PREFIX,
+    MAX_STATE_SIZE_LIMIT,
+    SET_STATE_SCRIPT,
+    RedisBackend,
+    RedisToken,
+    from_url,
+)
+from arendezvous.testing.conformance import CorruptStateConformance
+from arendezvous.testing.stateful import backend_state_machine
+from servers.redis import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """redis.asyncio runs only on asyncio; trio gets a clear error (tested below)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as running:
+        yield running
+
+
+@pytest.fixture
+async def raw(server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    """redis-py's own client on the test server, to look at and tamper with the keys."""
+    client = redis.asyncio.Redis(host="127.0.0.1", port=server.port)
+    yield client
+    await client.aclose()
+
+
+def backend_on(server: RedisServer, run_id: str, **options: Any) -> RedisBackend:
+    return RedisBackend(run_id, host="127.0.0.1", port=server.port, **options)
+
+
+def new_run_id() -> str:
+    return f"redis-test-{uuid.uuid4().hex}"
+
+
+class TestRedisConformance(CorruptStateConformance):
+    corrupt_values = (
+        *CorruptStateConformance.corrupt_values,
+        b"arendezvous/1",
+        b'{"state": "x"}',
+    )
+
+    @pytest.fixture(autouse=True)
+    def _server(self, server: RedisServer) -> None:
+        self.server = server
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return backend_on(self.server, run_id)
+
+    async def corrupt_state(self, run_id: str, raw: bytes) -> None:
+        async with redis.asyncio.Redis(host="127.0.0.1", port=self.server.port) as client:
+            await client.set(DEFAULT_KEY_PREFIX + run_id, raw)
+
+
+# The state machine's TestCase is a unittest class: it cannot take fixtures as arguments, so its
+# factory finds the module's server here, put there by a fixture the class uses.
+_state_machine_servers: list[RedisServer] = []
+
+
+@pytest.fixture
+def state_machine_server(server: RedisServer) -> Iterator[None]:
+    _state_machine_servers.append(server)
+    yield
+    _state_machine_servers.remove(server)
+
+
+def _state_machine_backend(run_id: str) -> RedisBackend:
+    return backend_on(_state_machine_servers[-1], run_id)
+
+
+TestStateMachine = pytest.mark.usefixtures("state_machine_server")(
+    backend_state_machine(_state_machine_backend).TestCase
+)
+TestStateMachine.settings = hypothesis.settings(
+    max_examples=25, stateful_step_count=20, deadline=None
+)
+
+
+def test_no_lost_update_across_processes(server: RedisServer) -> None:
+    increments = 100
+    count, _ = run_counter_race(server.url, new_run_id(), processes=4, increments=increments)
+    assert count == 4 * increments
+
+
+# -- what the store holds --------------------------------------------------------------------------
+
+
+async def test_layout_is_one_hash_per_run(server: RedisServer, raw: redis.asyncio.Redis) -> None:
+    run_id = new_run_id()
+    backend = backend_on(server, run_id)
+    _, token, _ = await backend.set_state(b"hello")
+    assert backend.key == f"arendezvous:{run_id}".encode()
+    fields = await raw.hgetall(backend.key)
+    assert fields[b"format"] == b"arendezvous/1"
+    assert fields[b"state"] == b"hello"
+    assert isinstance(token, RedisToken)
+    assert fields[b"incarnation"] == token.incarnation.encode()
+    assert fields[b"counter"] == b"%d" % token.counter
+    await backend.aclose()
+
+
+async def test_key_prefix_namespaces_runs(server: RedisServer, raw: redis.asyncio.Redis) -> None:
+    run_id = new_run_id()
+    default = backend_on(server, run_id)
+    custom = backend_on(server, run_id, key_prefix="team-a/")
+    await custom.set_state(b"a")
+    assert await default.get_state() is None
+    assert await raw.exists(f"team-a/{run_id}") == 1
+    await default.aclose()
+    await custom.aclose()
+
+
+async def test_tokens_never_repeat_when_the_key_is_deleted(
+    server: RedisServer, raw: redis.asyncio.Redis
+) -> None:
+    backend = backend_on(server, new_run_id())
+    _, first, _ = await backend.set_state(b"same")
+    await raw.delete(backend.key)
+    _, second, _ = await backend.set_state(b"same")
+    assert second != first
+    assert await backend.set_state(b"x", first) == (b"same", second, False)
+    await raw.delete(backend.key)
+    assert await backend.set_state(b"x", second) == (b"", None, False)
+    await backend.aclose()
+
+
+async def test_same_token_values_are_equal_and_foreign_lookalikes_are_stale(
+    server: RedisServer,
+) -> None:
+    backend = backend_on(server, new_run_id())
+    _, token, _ = await backend.set_state(b"a")
+    assert isinstance(token, RedisToken)
+    assert token == RedisToken(token.incarnation, token.counter)
+    lookalikes: list[Any] = [
+        f"{token.incarnation}:{token.counter}",
+        (token.incarnation, token.counter),
+        token.counter,
+        RedisToken(token.incarnation.upper(), token.counter),
+        RedisToken(token.incarnation, token.counter + 1),
+        RedisToken(token.incarnation, True),  # bool is not int
+    ]
+    for lookalike in lookalikes:
+        assert await backend.set_state(b"b", lookalike) == (b"a", token, False), lookalike
+    await backend.aclose()
+
+
+async def test_hostile_token_eq_is_never_called(server: RedisServer) -> None:
+    class Hostile(RedisToken):
+        __slots__ = ()
+
+        def __eq__(self, other: object) -> bool:
+            raise AssertionError("__eq__ of a caller's token was called")
+
+        __hash__ = RedisToken.__hash__
+
+    class HostileStr(str):
+        __slots__ = ()
+
+        def __eq__(self, other: object) -> bool:
+            raise AssertionError("__eq__ of a caller's token field was called")
+
+        __hash__ = str.__hash__
+
+    backend = backend_on(server, new_run_id())
+    _, token, _ = await backend.set_state(b"a")
+    assert isinstance(token, RedisToken)
+    hostile = Hostile(token.incarnation, token.counter)
+    assert await backend.set_state(b"b", hostile) == (b"a", token, False)
+    assert await backend.wait_for_change(hostile, timeout=0) == (b"a", token)
+    sneaky = RedisToken(HostileStr(token.incarnation), token.counter)
+    assert await backend.set_state(b"b", sneaky) == (b"a", token, False)
+    await backend.aclose()
+
+
+async def test_a_retried_script_recognises_its_own_write(server: RedisServer) -> None:
+    """A client that resends a script after losing its reply gets "written", not "lost"."""
+    backend = backend_on(server, new_run_id())
+    _, token, _ = await backend.set_state(b"a")
+    assert isinstance(token, RedisToken)
+    arguments = (1, backend.key, b"b", b"1", token.incarnation, token.counter, "writer-x")
+    async with redis.asyncio.Redis(host="127.0.0.1", port=server.port) as client:
+        first = await client.eval(SET_STATE_SCRIPT, *arguments)
+        again = await client.eval(SET_STATE_SCRIPT, *arguments)
+    assert first[0] == again[0] == 1
+    assert first[1:] == [token.incarnation.encode(), token.counter + 1]
+    assert again[1:] == [token.incarnation.encode(), b"%d" % (token.counter + 1)]
+    assert await backend.get_state() == (b"b", RedisToken(token.incarnation, token.counter + 1))
+    await backend.aclose()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() with threads running
+def test_a_forked_child_never_passes_for_its_parent(server: RedisServer) -> None:
+    """Parent and child make the first write of one forked handle, so without care both would
+    send the same writer id; the child's stale write must lose, not pass for the parent's."""
+    run_id = new_run_id()
+
+    async def create() -> Any:
+        async with backend_on(server, run_id) as setup:
+            return (await setup.set_state(b"created"))[1]
+
+    token = anyio.run(create)
+    backend = backend_on(server, run_id)  # not used yet: no connections to inherit
+    go_read, go_write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 3
+        try:
+            os.close(go_write)
+            os.read(go_read, 1)  # the parent has written by now
+            result = anyio.run(backend.set_state, b"child", token)
+            code = 1 if result[2] else 0
+        finally:
+            os._exit(code)
+    os.close(go_read)
+
+    async def write_and_close() -> bool:
+        async with backend:
+            return (await backend.set_state(b"parent", token))[2]
+
+    try:
+        assert anyio.run(write_and_close)
+    finally:
+        os.write(go_write, b"x")
+        os.close(go_write)
+        _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child's stale write was reported written"
+
+
+async def test_script_is_reloaded_after_script_flush(
+    server: RedisServer, raw: redis.asyncio.Redis
+) -> None:
+    backend = backend_on(server, new_run_id())
+    _, token, _ = await backend.set_state(b"a")
+    await raw.script_flush()
+    _, _, written = await backend.set_state(b"b", token)
+    assert written
+    await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"format": "arendezvous/2", "incarnation": "0" * 32, "counter": "1", "state": "x"},
+        {"format": "arendezvous/1", "incarnation": "0" * 32, "counter": "1"},
+        {"format": "arendezvous/1", "incarnation": "xyz", "counter": "1", "state": "x"},
+        {"format": "arendezvous/1", "incarnation": "0" * 32, "counter": "01", "state": "x"},
+        {"format": "arendezvous/1", "incarnation": "0" * 32, "counter": "-1", "state": "x"},
+        {"format": "arendezvous/1", "incarnation": "0" * 32, "counter": "9" * 19, "state": "x"},
+        {"format": "arendezvous/1", "counter": "1", "state": "x"},
+        {"unrelated": "field"},
+    ],
+    ids=repr,
+)
+async def test_foreign_hashes_are_corrupt_and_kept(
+    server: RedisServer, raw: redis.asyncio.Redis, fields: dict[str, str]
+) -> None:
+    backend = backend_on(server, new_run_id())
+    await raw.hset(backend.key, mapping=fields)  # type: ignore[arg-type]
+    with pytest.raises(RendezvousStateError):
+        await backend.get_state()
+    for token in (None, RedisToken("0" * 32, 1), "invalid"):
+        with pytest.raises(RendezvousStateError):
+            await backend.set_state(b"overwrite?", token)
+    assert await raw.hgetall(backend.key) == {
+        key.encode(): value.encode() for key, value in fields.items()
+    }
+    await backend.aclose()
+
+
+@pytest.mark.parametrize("kind", ["list", "set", "zset", "stream"])
+async def test_keys_of_other_types_are_corrupt(
+    server: RedisServer, raw: redis.asyncio.Redis, kind: str
+) -> None:
+    backend = backend_on(server, new_run_id())
+    if kind == "list":
+        await raw.rpush(backend.key, b"x")
+    elif kind == "set":
+        await raw.sadd(backend.key, b"x")
+    elif kind == "zset":
+        await raw.zadd(backend.key, {b"x": 1})
+    else:
+        await raw.xadd(backend.key, {b"x": b"y"})
+    with pytest.raises(RendezvousStateError, match="WRONGTYPE"):
+        await backend.get_state()
+    with pytest.raises(RendezvousStateError, match=f"holds a {kind}"):
+        await backend.set_state(b"x")
+    await backend.aclose()
+
+
+# -- wait_for_change -------------------------------------------------------------------------------
+
+
+class ObservedBackend(RedisBackend):
+    """A backend that counts its completed reads, so a test can act once a waiter has re-read.
+
+    ``wait_for_change`` reads once at once and once more after its subscription is confirmed;
+    a write made after that second read can reach the waiter only through a notice.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reads = 0
+        self._targets: list[tuple[int, anyio.Event]] = []
+
+    def reads_reached(self, count: int) -> anyio.Event:
+        event = anyio.Event()
+        self._targets.append((count, event))
+        self._check_targets()
+        return event
+
+    def _check_targets(self) -> None:
+        for count, event in self._targets:
+            if self.reads >= count:
+                event.set()
+
+    async def _read(self, client: Any) -> Any:
+        result = await super()._read(client)
+        self.reads += 1
+        self._check_targets()
+        return result
+
+
+def observed_on(server: RedisServer, run_id: str, **options: Any) -> ObservedBackend:
+    return ObservedBackend(run_id, host="127.0.0.1", port=server.port, **options)
+
+
+async def test_a_notice_wakes_a_subscribed_waiter(server: RedisServer) -> None:
+    run_id = new_run_id()
+    waiter, writer = observed_on(server, run_id), backend_on(server, run_id)
+    _, token, _ = await writer.set_state(b"a")
+    results: list[Any] = []
+
+    async def wait() -> None:
+        results.append(await waiter.wait_for_change(token, timeout=10))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await waiter.reads_reached(2).wait()
+            _, new_token, _ = await writer.set_state(b"b", token)
+    assert results == [(b"b", new_token)]
+    assert waiter.reads == 3
+    await waiter.aclose()
+    await writer.aclose()
+
+
+async def test_spurious_notices_are_not_changes(
+    server: RedisServer, raw: redis.asyncio.Redis
+) -> None:
+    run_id = new_run_id()
+    waiter, writer = observed_on(server, run_id), backend_on(server, run_id)
+    _, token, _ = await writer.set_state(b"a")
+    results: list[Any] = []
+
+    async def wait() -> None:
+        results.append(await waiter.wait_for_change(token, timeout=10))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await waiter.reads_reached(2).wait()
+            for _ in range(5):
+                assert await raw.publish(waiter.key, b"not a change") == 1
+            await waiter.reads_reached(7).wait()  # one re-read per notice
+            assert not results
+            _, new_token, _ = await writer.set_state(b"b", token)
+    assert results == [(b"b", new_token)]
+    await waiter.aclose()
+    await writer.aclose()
+
+
+async def test_many_waiters_all_see_one_write(server: RedisServer) -> None:
+    run_id = new_run_id()
+    waiter, writer = observed_on(server, run_id), backend_on(server, run_id)
+    _, token, _ = await writer.set_state(b"a")
+    results: list[Any] = []
+
+    async def wait() -> None:
+        results.append(await waiter.wait_for_change(token, timeout=10))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            for _ in range(10):
+                group.start_soon(wait)
+            await waiter.reads_reached(20).wait()
+            _, new_token, _ = await writer.set_state(b"b", token)
+    assert results == [(b"b", new_token)] * 10
+    await writer.aclose()
+    await waiter.aclose()
+
+
+async def test_a_quiet_wait_checks_its_connection_and_carries_on(
+    server: RedisServer, raw: redis.asyncio.Redis
+) -> None:
+    """With nothing to hear for several timeouts, the waiter PINGs, gets PONG, keeps waiting."""
+
+    async def pings() -> int:
+        stats = await raw.info("commandstats")
+        return int(stats.get("cmdstat_ping", {}).get("calls", 0))
+
+    backend = backend_on(server, new_run_id(), timeout=0.1)
+    _, token, _ = await backend.set_state(b"a")
+    before = await pings()
+    with anyio.fail_after(5):
+        assert await backend.wait_for_change(token, timeout=0.7) is None
+    assert await pings() - before >= 2
+    await backend.aclose()
+
+
+async def test_cancelled_waits_leave_a_working_handle(server: RedisServer) -> None:
+    backend = backend_on(server, new_run_id())
+    _, token, _ = await backend.set_state(b"a")
+    for step in range(20):
+        with anyio.move_on_after(step * 0.001):
+            await backend.wait_for_change(token)
+        assert await backend.get_state() == (b"a", token)
+    await backend.aclose()
+
+
+async def test_cancelled_writes_never_desynchronise_the_pool(server: RedisServer) -> None:
+    """Writes cancelled at every point of their round trip leave replies in the right order.
+
+    A connection returned to the pool with an unread reply would hand that reply to the next
+    command; then a read would return a write's reply (or an old state) and this test fails.
+    """
+    run_id = new_run_id()
+    writer, reader = backend_on(server, run_id), backend_on(server, run_id)
+    _, token, _ = await writer.set_state(b"v0")
+    last = b"v0"
+    for attempt in range(60):
+        payload = b"v%d" % (attempt + 1)
+        with anyio.move_on_after((attempt % 15) * 0.00005):
+            await writer.set_state(payload, token)
+        current = await writer.get_state()
+        assert current == await reader.get_state()
+        assert current is not None
+        if current[1] == token:
+            assert current[0] == last
+        else:
+            assert current[0] == payload
+            token, last = current[1], payload
+    await writer.aclose()
+    await reader.aclose()
+
+
+# -- failures --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    """A server of the test's own, free to be killed."""
+    with RedisServer() as running:
+        yield running
+
+
+async def test_a_lost_notice_costs_latency_not_the_change(own_server: RedisServer) -> None:
+    """The waiter's subscriber is killed in the same transaction as the write, so the notice
+    reaches nobody; the re-read after reconnecting must still find the change."""
+    run_id = new_run_id()
+    waiter, writer = observed_on(own_server, run_id), backend_on(own_server, run_id)
+    _, token, _ = await writer.set_state(b"a")
+    assert isinstance(token, RedisToken)
+    results: list[Any] = []
+
+    async def wait() -> None:
+        results.append(await waiter.wait_for_change(token, timeout=10))
+
+    with anyio.fail_after(5):
+        async with (
+            redis.asyncio.Redis(host="127.0.0.1", port=own_server.port) as raw,
+            anyio.create_task_group() as group,
+        ):
+            group.start_soon(wait)
+            await waiter.reads_reached(2).wait()
+            async with raw.pipeline(transaction=True) as pipe:
+                pipe.client_kill_filter(_type="pubsub")
+                pipe.eval(
+                    SET_STATE_SCRIPT, 1, waiter.key, b"b", b"1", token.incarnation,
+                    token.counter, "test-writer",
+                )  # fmt: skip
+                killed, reply = await pipe.execute()
+            assert killed == 1
+            assert reply[0] == 1
+    assert results == [(b"b", RedisToken(token.incarnation, token.counter + 1))]
+    assert waiter.reads >= 3
+    await waiter.aclose()
+    await writer.aclose()
+
+
+async def test_a_callers_retrying_client_re_reads_after_it_reconnects(
+    own_server: RedisServer,
+) -> None:
+    """A client with a retry policy reconnects pub/sub by itself; the lost notice is still
+    made up for by a re-read."""
+    run_id = new_run_id()
+    writer = backend_on(own_server, run_id)
+    _, token, _ = await writer.set_state(b"a")
+    assert isinstance(token, RedisToken)
+    results: list[Any] = []
+    async with (
+        redis.asyncio.Redis(host="127.0.0.1", port=own_server.port) as client,
+        redis.asyncio.Redis(host="127.0.0.1", port=own_server.port) as raw,
+    ):
+        retry = client.get_retry()
+        assert retry is not None
+        assert retry.get_retries() > 0
+        waiter = ObservedBackend(run_id, client=client, timeout=2)
+
+        async def wait() -> None:
+            results.append(await waiter.wait_for_change(token, timeout=10))
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                group.start_soon(wait)
+                await waiter.reads_reached(2).wait()
+                async with raw.pipeline(transaction=True) as pipe:
+                    pipe.client_kill_filter(_type="pubsub")
+                    pipe.eval(
+                        SET_STATE_SCRIPT, 1, waiter.key, b"b", b"1", token.incarnation,
+                        token.counter, "test-writer",
+                    )  # fmt: skip
+                    killed, _ = await pipe.execute()
+                assert killed == 1
+        await waiter.aclose()
+    assert results == [(b"b", RedisToken(token.incarnation, token.counter + 1))]
+    await writer.aclose()
+
+
+async def test_kill_and_restart(own_server: RedisServer) -> None:
+    """SIGKILL the server under a waiting and a working handle, then restart it on its port."""
+    timeout = 3.0
+    run_id = new_run_id()
+    backend = backend_on(own_server, run_id, timeout=timeout)
+    waiter = observed_on(own_server, run_id, timeout=timeout)
+    _, token, _ = await backend.set_state(b"before")
+    results: list[Any] = []
+
+    async def wait() -> None:
+        results.append(await waiter.wait_for_change(token, timeout=30))
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await waiter.reads_reached(2).wait()  # subscribed and waiting for a notice
+            await anyio.to_thread.run_sync(own_server.kill)
+
+            for call in (backend.get_state, lambda: backend.set_state(b"during", token)):
+                started = anyio.current_time()
+                with pytest.raises(RendezvousConnectionError) as caught:
+                    await call()
+                assert anyio.current_time() - started < timeout + 1
+                assert caught.value.__cause__ is not None
+
+            await anyio.to_thread.run_sync(own_server.restart)
+            # The waiter reconnects, resubscribes and re-reads (an empty run: it keeps waiting);
+            # only then comes the write, so a notice on the new subscription must wake it.
+            await waiter.reads_reached(3).wait()
+            assert not results
+            # The restarted server is empty (nothing persisted): the same handle creates anew.
+            state, new_token, written = await backend.set_state(b"after")
+            assert (state, written) == (b"after", True)
+            assert new_token != token
+    assert results == [(b"after", new_token)]
+    assert await waiter.get_state() == (b"after", new_token)
+    await backend.aclose()
+    await waiter.aclose()
+
+
+async def test_unreachable_server_fails_within_the_timeout(own_server: RedisServer) -> None:
+    backend = backend_on(own_server, new_run_id(), timeout=0.5)
+    _, token, _ = await backend.set_state(b"a")
+    own_server.kill()
+    with anyio.fail_after(5):
+        with pytest.raises(RendezvousConnectionError, match="ConnectionError"):
+            await backend.get_state()
+        started = anyio.current_time()
+        with pytest.raises(RendezvousConnectionError, match="unreachable"):
+            await backend.wait_for_change(token)  # no timeout of its own: must not hang
+        assert anyio.current_time() - started < 2
+        with pytest.raises(RendezvousConnectionError, match="unreachable"):
+            await backend.wait_for_change(token, timeout=0)
+    await backend.aclose()
+
+
+@pytest.mark.parametrize("client_kind", ["built here", "a caller's slow, retrying client"])
+async def test_unanswered_calls_fail_within_the_timeout(
+    own_server: RedisServer, client_kind: str
+) -> None:
+    """A server that accepts connections but never answers (stopped with SIGSTOP)."""
+    import signal
+
+    if client_kind == "built here":
+        backend = backend_on(own_server, new_run_id(), timeout=0.3)
+    else:
+        client = redis.asyncio.Redis(
+            host="127.0.0.1", port=own_server.port, socket_timeout=60, socket_connect_timeout=60
+        )
+        backend = RedisBackend(new_run_id(), client=client, timeout=0.3)
+    _, token, _ = await backend.set_state(b"a")
+    process = own_server._process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        with anyio.fail_after(5):
+            for call in (backend.get_state, lambda: backend.set_state(b"b", token)):
+                started = anyio.current_time()
+                with pytest.raises(RendezvousConnectionError):
+                    await call()
+                assert anyio.current_time() - started < 1.3
+            started = anyio.current_time()
+            with pytest.raises(RendezvousConnectionError, match="unreachable"):
+                await backend.wait_for_change(token)
+            assert anyio.current_time() - started < 1.3
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    # Running again: the same handle answers, and the cut-off write (which may still run once
+    # the server reads it) was applied entirely or not at all.
+    current = await backend.get_state()
+    assert current is not None
+    assert current[0] in (b"a", b"b")
+    await backend.aclose()
+    if client_kind != "built here":
+        await client.aclose()
+
+
+async def test_a_waiter_notices_a_server_that_stops_answering(own_server: RedisServer) -> None:
+    """Subscribed, then the server freezes (SIGSTOP): a PING unanswered within the timeout
+    counts as a lost connection, and reconnecting fails too, so the wait raises."""
+    import signal
+
+    waiter = observed_on(own_server, new_run_id(), timeout=0.3)
+    _, token, _ = await waiter.set_state(b"a")
+    process = own_server._process
+    assert process is not None
+    errors: list[BaseException] = []
+
+    async def wait() -> None:
+        try:
+            await waiter.wait_for_change(token)
+        except RendezvousConnectionError as exc:
+            errors.append(exc)
+
+    try:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                group.start_soon(wait)
+                await waiter.reads_reached(2).wait()
+                os.kill(process.pid, signal.SIGSTOP)
+                started = anyio.current_time()
+            assert anyio.current_time() - started < 2.5
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    assert len(errors) == 1
+    assert "unreachable" in str(errors[0])
+    cause = errors[0].__cause__
+    assert cause is not None
+    assert "PING" in str(cause) or "no reply" in str(cause)
+    await waiter.aclose()
+
+
+async def test_credentials_never_show(server: RedisServer, raw: redis.asyncio.Redis) -> None:
+    user, secret = f"user-{uuid.uuid4().hex[:8]}", "s3cr3t-" + uuid.uuid4().hex
+    await raw.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{secret}"],
+        keys=["*"],
+        channels=["*"],
+        categories=["+@all"],
+    )
+    try:
+        url = f"redis://{user}:{secret}@127.0.0.1:{server.port}/0"
+        good = open_backend(url, run_id=new_run_id())
+        _, _, written = await good.set_state(b"authenticated")
+        assert written
+        assert secret not in repr(good)
+        await good.aclose()
+
+        bad = open_backend(url.replace(secret, secret + "-wrong"), run_id=new_run_id())
+        with pytest.raises(RendezvousConnectionError) as caught:
+            await bad.get_state()
+        chain: BaseException | None = caught.value
+        while chain is not None:
+            assert secret not in str(chain)
+            assert secret not in repr(chain)
+            chain = chain.__cause__
+        assert secret not in repr(bad)
+        await bad.aclose()
+    finally:
+        await raw.acl_deluser(user)
+
+
+# The rules docs/redis.md gives for a least-privilege user.
+DOCUMENTED_ACL = (
+    "~arendezvous:* &arendezvous:* +hgetall +evalsha +eval +type +hmget +hset +hincrby +publish "
+    "+subscribe +ping +hello"
+)
+
+
+async def test_the_documented_acl_is_enough(server: RedisServer, raw: redis.asyncio.Redis) -> None:
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    rules = DOCUMENTED_ACL.split()
+    await raw.execute_command("ACL", "SETUSER", user, "on", ">pw", *rules)  # type: ignore[no-untyped-call]
+    try:
+        backend = open_backend(
+            f"redis://{user}:pw@127.0.0.1:{server.port}/0?timeout=0.1", run_id=new_run_id()
+        )
+        _, token, _ = await backend.set_state(b"a")
+        assert await backend.get_state() == (b"a", token)
+        await raw.script_flush()  # the EVAL fallback too
+        _, new_token, written = await backend.set_state(b"b", token)
+        assert written
+        assert await backend.wait_for_change(token, timeout=0) == (b"b", new_token)
+        assert await backend.wait_for_change(new_token, timeout=0.3) is None  # PINGs included
+        await backend.aclose()
+    finally:
+        await raw.acl_deluser(user)
+
+
+async def test_tls() -> None:
+    try:
+        tls_server = RedisServer(tls=True)
+    except RuntimeError as exc:  # no openssl command
+        pytest.skip(f"!!! SKIPPED: {exc} !!!")
+    with tls_server:
+        backend = open_backend(tls_server.url, run_id=new_run_id())
+        assert isinstance(backend, RedisBackend)
+        assert repr(backend).startswith("RedisBackend('rediss://127.0.0.1:")
+        _, token, _ = await backend.set_state(b"over tls")
+        assert await backend.get_state() == (b"over tls", token)
+        assert await backend.wait_for_change(token, timeout=0.05) is None
+        await backend.aclose()
+        untrusted = open_backend(tls_server.url.partition("?")[0], run_id=new_run_id())
+        with pytest.raises(RendezvousConnectionError, match=r"(?i)certificate"):
+            await untrusted.get_state()
+        await untrusted.aclose()
+
+
+# -- clients, loops and handles --------------------------------------------------------------------
+
+
+async def test_a_callers_client_is_used_and_left_open(server: RedisServer) -> None:
+    async with redis.asyncio.Redis(host="127.0.0.1", port=server.port) as client:
+        backend = RedisBackend(new_run_id(), client=client)
+        _, token, _ = await backend.set_state(b"a")
+        assert await backend.get_state() == (b"a", token)
+        assert await backend.wait_for_change(token, timeout=0.05) is None
+        await backend.aclose()
+        assert await client.ping()
+        with pytest.raises(BackendClosedError):
+            await backend.get_state()
+
+
+def test_callers_client_is_checked() -> None:
+    client = redis.asyncio.Redis(decode_responses=True)
+    with pytest.raises(ValueError, match="decode"):
+        RedisBackend("r", client=client)
+    with pytest.raises(ValueError, match="either client or connection"):
+        RedisBackend("r", client=redis.asyncio.Redis(), host="example.org")
+    with pytest.raises(TypeError, match=r"redis\.asyncio\.Redis"):
+        RedisBackend("r", client=object())  # type: ignore[arg-type]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_a_handle_follows_its_event_loop(server: RedisServer) -> None:
+    """Used from a second event loop, a handle opens new connections instead of failing.
+
+    The first loop's connections cannot be closed once that loop is gone; the garbage collector
+    closes them (with a ResourceWarning), collected here so no later test is blamed for it.
+    """
+    backend = backend_on(server, new_run_id())
+    _, token, _ = anyio.run(backend.set_state, b"a")
+    assert anyio.run(backend.get_state) == (b"a", token)
+    anyio.run(backend.aclose)
+    gc.collect()
+
+
+def test_trio_gets_a_clear_error(server: RedisServer) -> None:
+    backend = backend_on(server, new_run_id())
+
+    async def use() -> None:
+        await backend.get_state()
+
+    with pytest.raises(RuntimeError, match=r"only on asyncio.*SyncBackend"):
+        anyio.run(use, backend="trio")
+    anyio.run(backend.aclose, backend="trio")
+
+
+def test_trio_reaches_it_through_the_sync_adapter(server: RedisServer) -> None:
+    """What the trio error message advises: SyncBackend, called from a worker thread."""
+    sync = SyncBackend(backend_on(server, new_run_id()))
+
+    async def use() -> Any:
+        _, token, _ = await anyio.to_thread.run_sync(sync.set_state, b"from trio")
+        return token, await anyio.to_thread.run_sync(sync.get_state)
+
+    try:
+        token, current = anyio.run(use, backend="trio")
+        assert current == (b"from trio", token)
+    finally:
+        sync.close()
+
+
+def test_the_client_is_imported_lazily() -> None:
+    code = (
+        "import sys\n"
+        "import arendezvous, arendezvous.backends.redis as r\n"
+        "assert 'redis' not in sys.modules, 'import arendezvous imported redis'\n"
+        "sys.modules['redis'] = None\n"
+        "try:\n"
+        "    r.RedisBackend('run')\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert "pip install 'arendezvous[redis]'" in output
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"timeout": 0}, ValueError, "timeout"),
+        ({"timeout": float("inf")}, ValueError, "timeout"),
+        ({"timeout": "5"}, TypeError, "timeout"),
+        ({"max_state_size": 0}, ValueError, "max_state_size"),
+        ({"max_state_size": MAX_STATE_SIZE_LIMIT + 1}, ValueError, "proto-max-bulk-len"),
+        ({"max_state_size": 1.5}, TypeError, "max_state_size"),
+        ({"key_prefix": b"x"}, TypeError, "key_prefix"),
+        ({"db": -1}, ValueError, "db"),
+        ({"ssl_ca_certs": "/ca.pem"}, ValueError, "ssl=True"),
+        ({"ssl": True, "ssl_cert_reqs": "maybe"}, ValueError, "ssl_cert_reqs"),
+    ],
+    ids=repr,
+)
+def test_bad_options(options: dict[str, Any], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        RedisBackend("r", **options)
+
+
+def test_bad_run_ids() -> None:
+    with pytest.raises(TypeError, match="run_id must be str"):
+        RedisBackend(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="empty"):
+        RedisBackend("")
+
+
+async def test_small_size_limit(server: RedisServer) -> None:
+    backend = backend_on(server, new_run_id(), max_state_size=4)
+    with pytest.raises(ValueError, match="at most 4"):
+        await backend.set_state(b"12345")
+    assert await backend.get_state() is None
+    await backend.aclose()
+
+
+# -- URLs ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://", "redis://localhost:6379/0"),
+        ("redis://localhost", "redis://localhost:6379/0"),
+        ("redis://127.0.0.1:7000/3", "redis://127.0.0.1:7000/3"),
+        ("redis://:pw@host/", "redis://host:6379/0"),
+        ("redis://user:p%40ss@host:1/2?timeout=1.5", "redis://host:1/2"),
+        ("REDIS://[::1]:7000", "redis://[::1]:7000/0"),
+        ("rediss://host?ssl_ca_certs=/ca.pem&ssl_check_hostname=false", "rediss://host:6379/0"),
+        ("rediss://host?ssl_certfile=/c.pem&ssl_keyfile=/k.pem&ssl_cert_reqs=none", None),
+        ("redis://host?key_prefix=job%2F&max_state_size=10", None),
+    ],
+)
+def test_good_urls(url: str, shown: str | None) -> None:
+    backend = open_backend(url, run_id="r")
+    assert isinstance(backend, RedisBackend)
+    if shown is not None:
+        assert repr(backend).startswith(f"RedisBackend({shown!r}")
+    assert "pw" not in repr(backend)
+    assert "p@ss" not in repr(backend)
+
+
+def test_url_options_reach_the_backend() -> None:
+    backend = from_url("redis://h/1?key_prefix=job%2F&timeout=2.5&max_state_size=10", run_id="r")
+    assert backend.key == b"job/r"
+    assert backend.timeout == 2.5
+    assert backend._max_state_size == 10
+    kwargs = backend._client_kwargs
+    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("h", 6379, 1)
+    secure = from_url("rediss://u:p%40ss@h?ssl_ca_certs=/ca.pem&ssl_cert_reqs=optional", run_id="r")
+    kwargs = secure._client_kwargs
+    assert (kwargs["username"], kwargs["password"]) == ("u", "p@ss")
+    assert (kwargs["ssl"], kwargs["ssl_ca_certs"], kwargs["ssl_cert_reqs"]) == (
+        True,
+        "/ca.pem",
+        "optional",
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("redis://host/zero", "database number"),
+        ("redis://host/0/1", "database number"),
+        ("redis://host:port", "port"),
+        ("redis://host:99999", "port"),
+        ("redis://:secret@:5/0", "host"),
+        ("redis://host#frag", "fragment"),
+        ("redis://host?colour=red", "unknown option 'colour'"),
+        ("redis://host?timeout=-1", "timeout"),
+        ("redis://host?timeout=1&timeout=2", "twice"),
+        ("redis://host?max_state_size=big", "max_state_size"),
+        ("redis://host?ssl_ca_certs=/ca.pem", "rediss://"),
+        ("rediss://host?ssl_cert_reqs=sometimes", "ssl_cert_reqs"),
+        ("rediss://host?ssl_check_hostname=perhaps", "ssl_check_hostname"),
+        ("redis://[::1/0", "IPv6"),
+    ],
+)
+def test_bad_urls(url: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match) as caught:
+        open_backend(url, run_id="r")
+    assert "secret" not in str(caught.value)
