@@ -218,6 +218,9 @@ class FileBackend(AsyncRendezvousBackend):
         self, token: Token | None, *, timeout: float | None = None
     ) -> tuple[bytes, Token] | None:
         self._check_open()
+        if timeout is not None and timeout <= 0:  # no wait, but still report a change already made
+            current = await anyio.to_thread.run_sync(self._read_sync)
+            return current if current is not None and not _same_token(current[1], token) else None
         with anyio.move_on_after(timeout):
             while True:
                 with _local_changes.watching(self._path) as changed:

@@ -294,6 +294,8 @@ class BackendConformance:
         with anyio.fail_after(self.timeout):
             assert await backend.wait_for_change(old) == (b"b", current)
             assert await backend.wait_for_change(None) == (b"b", current)
+            # timeout=0 means "do not wait", not "do not look"
+            assert await backend.wait_for_change(old, timeout=0) == (b"b", current)
 
     async def test_wait_for_change_times_out_with_none(
         self, backend: AsyncRendezvousBackend
