@@ -16,6 +16,9 @@ PUBLIC_MODULES = [
     "arendezvous.sync",
     "arendezvous.backends.memory",
     "arendezvous.backends.file",
+    "arendezvous.backends.redis",
+    "arendezvous.backends.etcd",
+    "arendezvous.backends.postgres",
     "arendezvous.testing.conformance",
     "arendezvous.testing.stateful",
 ]

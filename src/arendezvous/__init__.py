@@ -17,9 +17,12 @@ from ._errors import RendezvousStateError as RendezvousStateError
 from ._errors import RendezvousTimeoutError as RendezvousTimeoutError
 from .backends._url import open_backend as open_backend
 from .backends._url import registered_schemes as registered_schemes
+from .backends.etcd import EtcdBackend as EtcdBackend
 from .backends.file import FileBackend as FileBackend
 from .backends.memory import MemoryBackend as MemoryBackend
 from .backends.memory import MemoryStore as MemoryStore
+from .backends.postgres import PostgresBackend as PostgresBackend
+from .backends.redis import RedisBackend as RedisBackend
 from .sync import SyncBackend as SyncBackend
 
 __version__ = "0.1.0"
@@ -28,9 +31,12 @@ __all__ = (
     "DEFAULT_MAX_STATE_SIZE",
     "AsyncRendezvousBackend",
     "BackendClosedError",
+    "EtcdBackend",
     "FileBackend",
     "MemoryBackend",
     "MemoryStore",
+    "PostgresBackend",
+    "RedisBackend",
     "RendezvousClosedError",
     "RendezvousConnectionError",
     "RendezvousError",
