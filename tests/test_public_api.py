@@ -21,6 +21,10 @@ PUBLIC_MODULES = [
     "arendezvous.backends.postgres",
     "arendezvous.testing.conformance",
     "arendezvous.testing.stateful",
+    "arendezvous.testing.linearizability",
+    "arendezvous.testing.history",
+    "arendezvous.testing.faults",
+    "arendezvous.integrations.torch",
 ]
 
 

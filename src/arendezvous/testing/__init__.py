@@ -2,8 +2,12 @@
 
 * :mod:`arendezvous.testing.conformance` -- pytest classes to subclass with a factory.
 * :mod:`arendezvous.testing.stateful` -- a Hypothesis state machine of racing writers.
+* :mod:`arendezvous.testing.history` -- record every call on any backend; JSON lines; merge.
+* :mod:`arendezvous.testing.linearizability` -- check recorded histories; explain violations.
+* :mod:`arendezvous.testing.faults` -- inject delays, dropped connections and timeouts.
 
-Both need the ``dev`` extra's test tools (pytest, Hypothesis); importing this package does not.
+The first two need the ``dev`` extra's test tools (pytest, Hypothesis); history, linearizability
+and faults need no test tools, and importing this package imports none of them.
 """
 
 from __future__ import annotations
