@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from ._check import add_check_command
 from ._errors import RendezvousError
 from .backends._url import open_backend
 
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("url", help="backend URL, e.g. file:///tmp/rdzv")
     inspect.add_argument("run_id", help="the run id")
     inspect.set_defaults(handler=_inspect)
+
+    add_check_command(commands)
     return parser
 
 

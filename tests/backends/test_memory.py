@@ -74,20 +74,21 @@ def test_writes_from_other_threads_and_loops_wake_waiters() -> None:
     """A waiter on one event loop is woken by a write made on another loop in another thread."""
     store = MemoryStore()
     created = threading.Event()
-    results: list[object] = []
+    waited: list[object] = []
+    wrote: list[object] = []
 
     async def wait_on_trio() -> None:
         backend = MemoryBackend("cross", store)
         first = await backend.get_state()
         assert first is not None
         created.set()
-        results.append(await backend.wait_for_change(first[1], timeout=10))
+        waited.append(await backend.wait_for_change(first[1], timeout=10))
 
     async def write_on_asyncio() -> None:
         backend = MemoryBackend("cross", store)
         current = await backend.get_state()
         assert current is not None
-        results.append(await backend.set_state(b"changed", current[1]))
+        wrote.append(await backend.set_state(b"changed", current[1]))
 
     anyio.run(MemoryBackend("cross", store).set_state, b"initial")
     waiter = threading.Thread(target=anyio.run, args=(wait_on_trio,), kwargs={"backend": "trio"})
@@ -96,10 +97,10 @@ def test_writes_from_other_threads_and_loops_wake_waiters() -> None:
     anyio.run(write_on_asyncio)
     waiter.join(10)
     assert not waiter.is_alive()
-    written = results[0]
+    [written] = wrote
     assert isinstance(written, tuple)
     assert written[2] is True
-    assert results[1] == written[:2]
+    assert waited == [written[:2]]
 
 
 def test_run_id_is_validated() -> None:

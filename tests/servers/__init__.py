@@ -1,40 +1,30 @@
-"""Throwaway store servers for tests, each started on 127.0.0.1 on free ports in a temp dir.
+"""Throwaway store servers for tests: the package's launchers, with a test's view of a missing one.
 
-In CI (``CI`` set) a missing server binary fails the test: CI installs every server. Locally it
-skips with a loud reason naming the package to install.
+The launchers live in :mod:`arendezvous.testing.servers` (``arendezvous check --start`` uses them
+too); the modules here subclass them so that a missing server binary fails the test in CI (``CI``
+set: CI installs every server) and skips it locally with a loud reason naming the package to
+install, instead of raising ``FileNotFoundError``.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 from collections.abc import Iterable
 
 import pytest
 
+from arendezvous.testing.servers import ServerNotFoundError, free_port
+from arendezvous.testing.servers import find_binary as _find_binary
+
 __all__ = ("find_binary", "free_port")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def find_binary(name: str, *, debian_package: str, extra_paths: Iterable[str] = ()) -> str:
     """The path of server binary *name*, or fail (CI) / skip loudly (locally) if missing."""
-    found = shutil.which(name)
-    if found is None:
-        for candidate in extra_paths:
-            if os.access(candidate, os.X_OK):
-                found = candidate
-                break
-    if found is not None:
-        return found
-    reason = f"{name} not found: install the Debian package {debian_package!r}"
+    try:
+        return _find_binary(name, debian_package=debian_package, extra_paths=extra_paths)
+    except ServerNotFoundError as missing:
+        reason = str(missing)
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI must install every server; see .ci/run)")
     pytest.skip(f"!!! SKIPPED: {reason} !!!")

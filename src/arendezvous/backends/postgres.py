@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import os
 import re
 import struct
@@ -665,41 +666,53 @@ WHERE NOT EXISTS (SELECT FROM updated)"""
         if timeout is not None and timeout <= 0:  # no wait, but still report a change already made
             current = await self.get_state()
             return current if current is not None and not _same_token(current[1], token) else None
+        # The wait's timeout bounds only the waiting for a notice: each LISTEN and re-read is
+        # bounded by the backend's own timeout, so a change already made is reported however
+        # short the wait, and None is answered only after a read saw the token still current.
+        deadline = math.inf if timeout is None else anyio.current_time() + timeout
         outage_since: float | None = None
         backoff = _RECONNECT_BACKOFF[0]
-        with anyio.move_on_after(timeout):
-            while True:
-                self._check_open()
-                changed = anyio.Event()
-                # Registered before LISTEN and the re-read: a notice that comes after the re-read
-                # began is never missed.
-                self._watchers.add(changed)
+        while True:
+            self._check_open()
+            changed = anyio.Event()
+            # Registered before LISTEN and the re-read: a notice that comes after the re-read
+            # began is never missed.
+            self._watchers.add(changed)
+            try:
                 try:
-                    try:
-                        await self._listen()
-                        current = await self._run("read", self._read)
-                    except BackendClosedError:
+                    await self._listen()
+                    current = await self._run("read", self._read)
+                except BackendClosedError:
+                    raise
+                except RendezvousConnectionError as exc:
+                    now = anyio.current_time()
+                    outage_since = now if outage_since is None else outage_since
+                    if now - outage_since >= self._timeout:
                         raise
-                    except RendezvousConnectionError:
-                        now = anyio.current_time()
-                        outage_since = now if outage_since is None else outage_since
-                        if now - outage_since >= self._timeout:
-                            raise
-                        # Reconnect backoff while the server is unreachable, not state polling.
-                        await anyio.sleep(min(backoff, outage_since + self._timeout - now))
-                        backoff = min(backoff * 2, _RECONNECT_BACKOFF[1])
-                        continue
-                    outage_since, backoff = None, _RECONNECT_BACKOFF[0]
-                    if current is not None and not _same_token(current[1], token):
-                        return current
-                    while not changed.is_set():
-                        with anyio.move_on_after(self._heartbeat):
-                            await changed.wait()
-                        if not changed.is_set():
-                            await self._check_listener()
-                finally:
-                    self._watchers.discard(changed)
-        return None
+                    if now >= deadline:
+                        # "No change" would be a guess: the store could not be asked.
+                        raise RendezvousConnectionError(
+                            f"PostgreSQL wait ({self._where}): the store was unreachable when "
+                            "the wait timed out"
+                        ) from exc
+                    # Reconnect backoff while the server is unreachable, not state polling.
+                    pause = min(backoff, outage_since + self._timeout - now, deadline - now)
+                    await anyio.sleep(pause)
+                    backoff = min(backoff * 2, _RECONNECT_BACKOFF[1])
+                    continue
+                outage_since, backoff = None, _RECONNECT_BACKOFF[0]
+                if current is not None and not _same_token(current[1], token):
+                    return current
+                while not changed.is_set():
+                    left = deadline - anyio.current_time()
+                    if left <= 0:
+                        return None
+                    with anyio.move_on_after(min(self._heartbeat, left)):
+                        await changed.wait()
+                    if not changed.is_set() and anyio.current_time() < deadline:
+                        await self._check_listener()
+            finally:
+                self._watchers.discard(changed)
 
     # -- closing ---------------------------------------------------------------------------------
 

@@ -1,0 +1,265 @@
+"""A throwaway Redis (or Valkey) server on 127.0.0.1 in a temp dir (tests, benchmarks, ``check``).
+
+``RedisServer().start()`` picks a free port, starts ``redis-server`` with persistence off and
+returns once the server has answered ``PING`` with ``PONG`` over a real connection: readiness is
+asked of the server itself, never guessed with a sleep. ``kill()`` sends SIGKILL (a crash);
+``restart()`` starts it again on the same port and dir, so clients that stay open see the same
+server come back (empty: nothing is persisted, unless ``extra_args`` turn the append-only file on,
+as ``arendezvous check`` does). ``stop()`` ends it and removes the temp dir.
+
+``RedisServer(tls=True)`` serves TLS only, with a throwaway CA and server certificate made by the
+``openssl`` command; :attr:`RedisServer.url` then is a ``rediss://`` URL naming the CA file.
+
+The binary is ``$ARENDEZVOUS_REDIS_SERVER`` if set (e.g. ``valkey-server``), else ``redis-server``.
+
+Used as a context manager::
+
+    with RedisServer() as server:
+        backend = open_backend(server.url, run_id="r")
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+from . import find_binary, free_port
+
+__all__ = ("RedisServer",)
+
+_Server = TypeVar("_Server", bound="RedisServer")
+
+
+class RedisServer:
+    """One Redis server listening on 127.0.0.1; see the module docstring.
+
+    :param startup_timeout: seconds to wait for readiness before giving up (the process is then
+        killed and ``RuntimeError`` raised with the tail of its log).
+    :param tls: serve TLS only (needs a server built with TLS and the ``openssl`` command).
+    :param extra_args: more command-line arguments for ``redis-server``.
+
+    A missing binary raises :class:`~arendezvous.testing.servers.ServerNotFoundError`; a
+    subclass may replace the :meth:`find_binary` hook.
+    """
+
+    find_binary = staticmethod(find_binary)
+
+    def __init__(
+        self,
+        *,
+        startup_timeout: float = 20.0,
+        tls: bool = False,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        name = os.environ.get("ARENDEZVOUS_REDIS_SERVER", "redis-server")
+        self.binary = self.find_binary(name, debian_package="redis-server")
+        self.port = free_port()
+        self.startup_timeout = startup_timeout
+        self.tls = tls
+        self.extra_args = extra_args
+        self._tmp = Path(tempfile.mkdtemp(prefix="arendezvous-redis-"))
+        self.data_dir = self._tmp / "data"
+        self.data_dir.mkdir()
+        self.log_path = self._tmp / "redis.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._started = False
+        if tls:
+            self._make_certificates()
+
+    # -- addresses -------------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        """``127.0.0.1:PORT`` of the listener."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate that signed the server's (``tls=True`` only)."""
+        return self._tmp / "ca.crt"
+
+    @property
+    def url(self) -> str:
+        """The arendezvous URL of database 0 on this server."""
+        if self.tls:
+            return f"rediss://{self.endpoint}/0?ssl_ca_certs={self.ca_file}"
+        return f"redis://{self.endpoint}/0"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    # -- TLS material ----------------------------------------------------------------------------
+
+    def _make_certificates(self) -> None:
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise RuntimeError("tls=True needs the openssl command (Debian package 'openssl')")
+        tmp = self._tmp
+
+        def run(*args: str) -> None:
+            subprocess.run([openssl, *args], cwd=tmp, check=True, capture_output=True, timeout=60)
+
+        (tmp / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", "ca.key",
+            "-out", "ca.crt", "-subj", "/CN=arendezvous test CA")  # fmt: skip
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=localhost")  # fmt: skip
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "server.ext",
+            "-out", "server.crt")  # fmt: skip
+
+    # -- process control -------------------------------------------------------------------------
+
+    def _command(self) -> list[str]:
+        if self.tls:
+            listen = [
+                "--port", "0",
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(self._tmp / "server.crt"),
+                "--tls-key-file", str(self._tmp / "server.key"),
+                "--tls-ca-cert-file", str(self.ca_file),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
+        else:
+            listen = ["--port", str(self.port)]
+        return [
+            self.binary,
+            *listen,
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.data_dir),
+            "--logfile", str(self.log_path),
+            "--daemonize", "no",
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def start(self: _Server) -> _Server:
+        """Start the server (or start it again after :meth:`kill`); wait until it answers PING."""
+        if self.running:
+            raise RuntimeError("redis-server is already running")
+        for attempt in range(3):
+            self._process = subprocess.Popen(
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C in the test run does not reach the server first
+            )
+            if self._wait_ready():
+                self._started = True
+                return self
+            self._terminate(signal.SIGKILL)
+            # free_port() can race with other processes; a port taken before the first start is
+            # replaced, but restart() must keep its port, so then the failure is reported.
+            if self._started or attempt == 2 or "Address already in use" not in self.log_tail():
+                break
+            self.port = free_port()
+        raise RuntimeError(
+            f"redis-server did not answer PING on {self.endpoint} within "
+            f"{self.startup_timeout} s; log tail:\n{self.log_tail()}"
+        )
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + self.startup_timeout
+        delay = 0.005
+        while time.monotonic() < deadline:
+            if not self.running:
+                return False
+            if self._ping():
+                return True
+            # Nothing to wait on but the listener itself: back off between connection attempts.
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        return False
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as raw:
+                if self.tls:
+                    context = ssl.create_default_context(cafile=str(self.ca_file))
+                    with context.wrap_socket(raw, server_hostname="127.0.0.1") as secure:
+                        return _ping_over(secure)
+                return _ping_over(raw)
+        except OSError:
+            return False
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last *lines* lines of the server's log, for failure messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _terminate(self, sig: signal.Signals) -> None:
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would; the port and dir stay for :meth:`restart`."""
+        self._terminate(signal.SIGKILL)
+
+    def stop_process(self) -> None:
+        """Stop the server cleanly (SIGTERM); the port and dir stay for :meth:`restart`."""
+        self._terminate(signal.SIGTERM)
+
+    def restart(self: _Server) -> _Server:
+        """Start the server again on the same port and dir (killing it first if it runs)."""
+        self.kill()
+        return self.start()
+
+    def stop(self) -> None:
+        """Stop the server and delete its temp dir. Idempotent."""
+        self._terminate(signal.SIGTERM)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self: _Server) -> _Server:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"RedisServer({self.endpoint!r}, running={self.running})"
+
+
+def _ping_over(sock: socket.socket) -> bool:
+    # A server still loading answers "-LOADING"; only "+PONG" means it serves commands.
+    sock.sendall(b"PING\r\n")
+    reply = b""
+    while not reply.endswith(b"\r\n"):
+        chunk = sock.recv(64)
+        if not chunk:
+            return False
+        reply += chunk
+    return reply == b"+PONG\r\n"
