@@ -29,9 +29,12 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks._measure
+
 import anyio
 import anyio.to_thread
 from anyio.from_thread import start_blocking_portal
+from benchmarks._measure import percentile
 
 from arendezvous import FileBackend, MemoryBackend, MemoryStore, SyncBackend
 from arendezvous.backends import _fileformat
@@ -40,10 +43,8 @@ Row = tuple[str, float, float, float]  # name, ops/s, p50 us, p99 us
 
 
 def _percentiles(samples_ns: list[int]) -> tuple[float, float]:
-    samples_ns.sort()
-    p50 = samples_ns[len(samples_ns) // 2] / 1000
-    p99 = samples_ns[min(len(samples_ns) - 1, int(len(samples_ns) * 0.99))] / 1000
-    return p50, p99
+    """p50 and p99 of *samples_ns*, in microseconds."""
+    return percentile(samples_ns, 0.5) / 1000, percentile(samples_ns, 0.99) / 1000
 
 
 def measure_sync(name: str, op: Callable[[], object], seconds: float) -> Row:

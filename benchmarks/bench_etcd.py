@@ -21,13 +21,15 @@ import asyncio
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks._measure
 
 import aetcd
+from benchmarks import _measure
+from benchmarks._measure import Op, percentile
 
 from arendezvous.backends.etcd import EtcdBackend, EtcdToken, _encode
 from servers.etcd import EtcdServer
@@ -37,43 +39,16 @@ MAX_OPS_PER_ROUND = 5000
 WRITERS = 8
 
 
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
-
-
-async def _timed_round(op: Callable[[], Awaitable[object]], seconds: float) -> list[float]:
-    """Latencies (s) of sequential calls of *op* for *seconds* (at most MAX_OPS_PER_ROUND)."""
-    clock = time.perf_counter
-    samples: list[float] = []
-    deadline = clock() + seconds
-    while clock() < deadline and len(samples) < MAX_OPS_PER_ROUND:
-        start = clock()
-        await op()
-        samples.append(clock() - start)
-    return samples
-
-
-async def compare(
-    ours: Callable[[], Awaitable[object]],
-    raw: Callable[[], Awaitable[object]],
-    seconds: float,
-) -> tuple[list[float], list[float]]:
+async def compare(ours: Op, raw: Op, seconds: float) -> tuple[list[float], list[float]]:
     """Alternate rounds of *raw* and *ours*; return all latencies of each."""
-    for op in (ours, raw):  # warm up connections and code paths
-        for _ in range(50):
-            await op()
-    ours_samples: list[float] = []
-    raw_samples: list[float] = []
-    for _ in range(ROUNDS):
-        raw_samples += await _timed_round(raw, seconds / (2 * ROUNDS))
-        ours_samples += await _timed_round(ours, seconds / (2 * ROUNDS))
-    return ours_samples, raw_samples
+    return await _measure.compare(
+        ours, raw, seconds, rounds=ROUNDS, max_ops=MAX_OPS_PER_ROUND, warmup=50, raw_first=True
+    )
 
 
 def _row(name: str, samples: list[float]) -> tuple[str, float, float, float]:
     rate = len(samples) / sum(samples)
-    return name, rate, _percentile(samples, 0.5) * 1e3, _percentile(samples, 0.99) * 1e3
+    return name, rate, percentile(samples, 0.5) * 1e3, percentile(samples, 0.99) * 1e3
 
 
 async def bench_single(server: EtcdServer, seconds: float, state: bytes) -> list[str]:

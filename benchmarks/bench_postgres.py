@@ -34,8 +34,11 @@ from typing import Any
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks._measure
 
 import asyncpg
+from benchmarks import _measure
+from benchmarks._measure import Op, Writer, percentile
 
 from arendezvous.backends import postgres
 from arendezvous.backends.postgres import PostgresBackend, PostgresToken
@@ -44,8 +47,6 @@ from servers.postgres import PostgresServer
 MAX_OPS = 200_000
 ROUNDS = 10
 WRITERS = 8
-
-Op = Callable[[], Awaitable[object]]
 
 
 class Samples:
@@ -59,8 +60,7 @@ class Samples:
         return statistics.median(self.round_rates)
 
     def percentile(self, fraction: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] / 1000
+        return percentile(self.latencies, fraction) / 1000
 
 
 async def timed(op: Op, seconds: float, samples: Samples) -> None:
@@ -103,21 +103,9 @@ async def compare(
     return mine, theirs, statistics.median(ratios)
 
 
-async def race(writers: list[Callable[[], Awaitable[bool]]], seconds: float) -> tuple[int, int]:
+async def race(writers: list[Writer], seconds: float) -> tuple[int, int]:
     """Run every writer in a loop for *seconds*; return (successful, failed) CAS counts."""
-    counts = [0, 0]
-    deadline = anyio.current_time() + seconds
-
-    async def loop(write: Callable[[], Awaitable[bool]]) -> None:
-        done = 0
-        while anyio.current_time() < deadline and done < MAX_OPS // len(writers):
-            counts[0 if await write() else 1] += 1
-            done += 1
-
-    async with anyio.create_task_group() as group:
-        for write in writers:
-            group.start_soon(loop, write)
-    return counts[0], counts[1]
+    return await _measure.race(writers, seconds, MAX_OPS // len(writers))
 
 
 async def main(dsn: str, seconds: float, state_size: int) -> list[tuple[str, ...]]:

@@ -30,8 +30,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks._measure
 
 import redis.asyncio
+from benchmarks import _measure
+from benchmarks._measure import Op, Writer, percentile
 
 from arendezvous.backends.redis import _SET_STATE_SHA, SET_STATE_SCRIPT, RedisBackend, RedisToken
 from servers.redis import RedisServer
@@ -41,47 +44,19 @@ MAX_OPS_PER_ROUND = 20_000
 WRITERS = 8
 
 
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
-
-
-async def _timed_round(op: Callable[[], Awaitable[object]], seconds: float) -> list[float]:
-    """Latencies (s) of sequential calls of *op* for *seconds* (at most MAX_OPS_PER_ROUND)."""
-    clock = time.perf_counter
-    samples: list[float] = []
-    deadline = clock() + seconds
-    while len(samples) < MAX_OPS_PER_ROUND and clock() < deadline:
-        start = clock()
-        await op()
-        samples.append(clock() - start)
-    return samples
-
-
-async def compare(
-    ours: Callable[[], Awaitable[object]],
-    raw: Callable[[], Awaitable[object]],
-    seconds: float,
-) -> tuple[list[float], list[float]]:
+async def compare(ours: Op, raw: Op, seconds: float) -> tuple[list[float], list[float]]:
     """Latencies of both sides, measured in alternating rounds after a short warm-up each."""
-    for op in (ours, raw):
-        for _ in range(200):
-            await op()
-    ours_samples: list[float] = []
-    raw_samples: list[float] = []
-    per_round = seconds / ROUNDS / 2
-    for _ in range(ROUNDS):
-        ours_samples += await _timed_round(ours, per_round)
-        raw_samples += await _timed_round(raw, per_round)
-    return ours_samples, raw_samples
+    return await _measure.compare(
+        ours, raw, seconds, rounds=ROUNDS, max_ops=MAX_OPS_PER_ROUND, warmup=200
+    )
 
 
 def _row(name: str, ours: list[float], raw: list[float]) -> str:
     ours_rate, raw_rate = len(ours) / sum(ours), len(raw) / sum(raw)
     return (
-        f"| {name} | {ours_rate:,.0f} | {_percentile(ours, 0.5) * 1e6:.0f} "
-        f"| {_percentile(ours, 0.99) * 1e6:.0f} | {raw_rate:,.0f} "
-        f"| {_percentile(raw, 0.5) * 1e6:.0f} | {_percentile(raw, 0.99) * 1e6:.0f} "
+        f"| {name} | {ours_rate:,.0f} | {percentile(ours, 0.5) * 1e6:.0f} "
+        f"| {percentile(ours, 0.99) * 1e6:.0f} | {raw_rate:,.0f} "
+        f"| {percentile(raw, 0.5) * 1e6:.0f} | {percentile(raw, 0.99) * 1e6:.0f} "
         f"| {ours_rate / raw_rate:.2f} |"
     )
 
@@ -106,19 +81,9 @@ class RawWriter:
         return bool(reply[0] == 1)
 
 
-async def race(writers: list[Callable[[], Awaitable[bool]]], seconds: float) -> tuple[int, int]:
+async def race(writers: list[Writer], seconds: float) -> tuple[int, int]:
     """Run every writer's CAS loop concurrently for *seconds*; return (successes, failures)."""
-    counts = [0, 0]
-    deadline = time.perf_counter() + seconds
-
-    async def loop(write: Callable[[], Awaitable[bool]]) -> None:
-        done = 0
-        while done < MAX_OPS_PER_ROUND and time.perf_counter() < deadline:
-            counts[0 if await write() else 1] += 1
-            done += 1
-
-    await asyncio.gather(*(loop(write) for write in writers))
-    return counts[0], counts[1]
+    return await _measure.race(writers, seconds, MAX_OPS_PER_ROUND)
 
 
 async def main(port: int, seconds: float, state_size: int) -> None:

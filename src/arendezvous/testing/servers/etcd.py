@@ -23,30 +23,23 @@ import importlib
 import json
 import os
 import platform
-import shutil
-import signal
 import ssl
-import subprocess
-import tempfile
-import threading
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
-from . import find_binary, free_port
+from . import free_port
+from ._process import ServerProcess
 
 __all__ = ("EtcdServer",)
-
-_Server = TypeVar("_Server", bound="EtcdServer")
 
 # etcd's zap logger says "serving client traffic (in)securely", its older logger "ready to serve
 # client requests": either is written once the client listener accepts requests.
 _READY_MARKERS = (b"serving client traffic", b"ready to serve client requests")
 
 
-class EtcdServer:
+class EtcdServer(ServerProcess):
     """One etcd member listening on 127.0.0.1; see the module docstring.
 
     :param startup_timeout: seconds to wait for readiness before giving up (the process is then
@@ -59,7 +52,9 @@ class EtcdServer:
     subclass may replace the :meth:`find_binary` hook.
     """
 
-    find_binary = staticmethod(find_binary)
+    _name = "etcd"
+    _program = "etcd"
+    _port_in_use = "address already in use"
 
     def __init__(
         self,
@@ -74,18 +69,13 @@ class EtcdServer:
         self.binary = self.find_binary(
             "etcd", debian_package="etcd-server", extra_paths=("/usr/bin/etcd",)
         )
+        super().__init__(startup_timeout=startup_timeout)
         self.client_port = free_port()
         self.peer_port = free_port()
-        self.startup_timeout = startup_timeout
         self.tls = tls
         self.client_cert_auth = client_cert_auth
         self.extra_args = extra_args
-        self._tmp = Path(tempfile.mkdtemp(prefix="arendezvous-etcd-"))
         self.data_dir = self._tmp / "data"
-        self.log_path = self._tmp / "etcd.log"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
-        self._started = False
         self.auth_password: str | None = None
         if tls:
             self._make_certificates()
@@ -123,21 +113,10 @@ class EtcdServer:
             query["cert_key"] = str(self.client_key_file)
         return f"etcd://{self.endpoint}?{urllib.parse.urlencode(query)}"
 
-    @property
-    def running(self) -> bool:
-        """Whether the etcd process is alive."""
-        return self._process is not None and self._process.poll() is None
-
     # -- TLS material ----------------------------------------------------------------------------
 
     def _make_certificates(self) -> None:
-        openssl = shutil.which("openssl")
-        if openssl is None:
-            raise RuntimeError("tls=True needs the openssl command (Debian package 'openssl')")
-        tmp = self._tmp
-
-        def run(*args: str) -> None:
-            subprocess.run([openssl, *args], cwd=tmp, check=True, capture_output=True, timeout=60)
+        run, tmp = self._openssl, self._tmp
 
         def issue(name: str, subject: str, extensions: str) -> None:
             run(
@@ -228,60 +207,26 @@ class EtcdServer:
             *self.extra_args,
         ]  # fmt: skip
 
-    def start(self: _Server) -> _Server:
-        """Start etcd (or start it again after :meth:`kill`); wait until it serves clients."""
-        if self.running:
-            raise RuntimeError("etcd is already running")
-        for attempt in range(3):
-            if self._start_once():
-                self._started = True
-                return self
-            # free_port() races with other processes: before the first start a taken port is
-            # replaced, but restart() must keep its ports, so then the failure is reported.
-            if self._started or attempt == 2 or "address already in use" not in self.log_tail():
-                break
-            self.client_port, self.peer_port = free_port(), free_port()
-        raise RuntimeError(
-            f"etcd did not become ready on {self.endpoint} within {self.startup_timeout} s; "
-            f"log tail:\n{self.log_tail()}"
-        )
-
     def _start_once(self) -> bool:
         env = dict(os.environ)
         machine = platform.machine().lower()
         if machine not in ("x86_64", "amd64"):
             # etcd 3.4 refuses to start on architectures it does not officially support.
             env.setdefault("ETCD_UNSUPPORTED_ARCH", {"aarch64": "arm64"}.get(machine, machine))
-        ready = threading.Event()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the reader thread closes it
-        self._process = process = subprocess.Popen(
-            self._command(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.PIPE,
-            env=env,
-            start_new_session=True,  # a Ctrl-C in the test run does not reach etcd first
-        )
-        stderr = process.stderr
-        assert stderr is not None
-
-        def drain() -> None:
-            # Keep reading so etcd never blocks on a full pipe; note the readiness line. The pipe
-            # ends when etcd exits, which also ends the wait below.
-            with log, stderr:
-                for line in stderr:
-                    log.write(line)
-                    log.flush()
-                    if any(marker in line for marker in _READY_MARKERS):
-                        ready.set()
-            ready.set()
-
-        self._reader = threading.Thread(target=drain, name="etcd-log", daemon=True)
-        self._reader.start()
+        ready = self._spawn_logged(self._command(), ready_markers=_READY_MARKERS, env=env)
         if ready.wait(self.startup_timeout) and self.running and self._healthy():
             return True
-        self._terminate(signal.SIGKILL)
+        self.kill()
         return False
+
+    def _new_ports(self) -> None:
+        self.client_port, self.peer_port = free_port(), free_port()
+
+    def _startup_failure(self) -> str:
+        return (
+            f"etcd did not become ready on {self.endpoint} within {self.startup_timeout} s; "
+            f"log tail:\n{self.log_tail()}"
+        )
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.ca_file))
@@ -298,44 +243,6 @@ class EtcdServer:
                 return bool(json.load(response).get("health") == "true")
         except (OSError, ValueError):
             return False
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The last *lines* lines of etcd's log, for failure messages."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def _terminate(self, sig: signal.Signals) -> None:
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        if self._reader is not None:
-            self._reader.join(timeout=10)
-            self._reader = None
-        self._process = None
-
-    def kill(self) -> None:
-        """SIGKILL etcd, as a crash would; the data dir stays for :meth:`restart`."""
-        self._terminate(signal.SIGKILL)
-
-    def restart(self: _Server) -> _Server:
-        """Start etcd again on the same ports and data dir (killing it first if it runs)."""
-        self.kill()
-        return self.start()
-
-    def stop(self) -> None:
-        """Stop etcd and delete its temp dir. Idempotent."""
-        self._terminate(signal.SIGTERM)
-        shutil.rmtree(self._tmp, ignore_errors=True)
 
     # -- authentication --------------------------------------------------------------------------
 
@@ -362,18 +269,3 @@ class EtcdServer:
             auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="root", role="root"), timeout=10)
             auth.AuthEnable(rpc.AuthEnableRequest(), timeout=10)
         self.auth_password = password
-
-    def __enter__(self: _Server) -> _Server:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -24,17 +24,15 @@ import glob
 import os
 import pwd
 import shlex
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
-from . import find_binary, free_port
+from . import free_port
+from ._process import ServerProcess
 
 __all__ = ("PostgresServer",)
 
@@ -78,7 +76,7 @@ def _alive(pid: int) -> bool:
     return stat[stat.rindex(b")") + 2 :][:1] != b"Z"
 
 
-class PostgresServer:
+class PostgresServer(ServerProcess):
     """One PostgreSQL cluster listening on 127.0.0.1; see the module docstring.
 
     :param password: the superuser's password; ``None`` means trust authentication (no password).
@@ -93,7 +91,8 @@ class PostgresServer:
     subclass may replace the :meth:`find_binary` hook.
     """
 
-    find_binary = staticmethod(find_binary)
+    _name = "postgres"
+    _program = "postgres"
 
     def __init__(
         self,
@@ -114,21 +113,17 @@ class PostgresServer:
         bin_dir = Path(self.postgres).parent
         self.initdb = str(bin_dir / "initdb")
         self.pg_isready = str(bin_dir / "pg_isready")
+        super().__init__(startup_timeout=startup_timeout)
         self.password = password
-        self.startup_timeout = startup_timeout
         self.settings = dict(settings or {})
         self.port = free_port()
         self.user = _SUPERUSER
         self.database = "postgres"
-        self._tmp = Path(tempfile.mkdtemp(prefix="arendezvous-postgres-"))
         self.data_dir = self._tmp / "data"
         self.socket_dir = self._tmp
-        self.log_path = self._tmp / "postgres.log"
         self._run_as = self._unprivileged_user()
         if self._run_as is not None:
             os.chown(self._tmp, self._run_as.pw_uid, self._run_as.pw_gid)
-        self._process: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
         self.tls = tls
         self.ca_file = self._tmp / "ca.pem"
         if tls:
@@ -163,24 +158,15 @@ class PostgresServer:
     # -- TLS material ------------------------------------------------------------------------
 
     def _make_certificates(self) -> None:
-        openssl = shutil.which("openssl")
-        if openssl is None:
-            raise RuntimeError("tls=True needs the openssl command (Debian package 'openssl')")
         tmp = self._tmp
 
         def run(arguments: str) -> None:
-            subprocess.run(
-                [openssl, *shlex.split(arguments)],
-                cwd=tmp,
-                check=True,
-                capture_output=True,
-                timeout=60,
-            )
+            self._openssl(*shlex.split(arguments))
 
-        (tmp / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
         run("req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=arendezvous test CA' "
             "-keyout ca.key -out ca.pem")  # fmt: skip
         run("req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr")
+        (tmp / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
         run("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
             "-extfile server.ext -out server.pem")  # fmt: skip
         # The server refuses a key that others can read; it must also own it.
@@ -200,11 +186,6 @@ class PostgresServer:
             )
             + "\n"
         )
-
-    @property
-    def running(self) -> bool:
-        """Whether the postmaster is alive."""
-        return self._process is not None and self._process.poll() is None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -281,44 +262,17 @@ class PostgresServer:
             command += ["-c", f"{name}={value}"]
         return command
 
-    def start(self: _Server) -> _Server:
-        """Start the server (initialising the cluster the first time); wait until it is ready.
-
-        Also starts it again after :meth:`kill` or :meth:`stop_process`, on the same port and data.
-        """
-        if self.running:
-            raise RuntimeError("postgres is already running")
+    def _start_once(self) -> bool:
+        # Initialises the cluster the first time; later starts (after kill() or stop_process())
+        # find it on the same port and data dir.
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
             if self.tls:
                 self._require_tls()
-        ready = threading.Event()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the reader thread, closed there
-        self._process = subprocess.Popen(
-            self._command(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.PIPE,
-            env=self._env(),
-            # Its own process group: kill() takes the backends too, and a Ctrl-C in the test run
-            # does not reach the server first.
-            start_new_session=True,
-            **self._popen_user(),
+        # Its own process group (see _popen): kill() takes the backends too.
+        ready = self._spawn_logged(
+            self._command(), ready_markers=(_READY_LINE,), env=self._env(), **self._popen_user()
         )
-        stderr = self._process.stderr
-        assert stderr is not None
-
-        def drain() -> None:
-            # Keep reading so the server never blocks on a full pipe; note the readiness line.
-            with log, stderr:
-                for line in stderr:
-                    log.write(line)
-                    log.flush()
-                    if _READY_LINE in line:
-                        ready.set()
-
-        self._reader = threading.Thread(target=drain, name="postgres-log", daemon=True)
-        self._reader.start()
         deadline = time.monotonic() + self.startup_timeout
         try:
             is_ready = self._wait_ready(ready, deadline)
@@ -327,17 +281,21 @@ class PostgresServer:
             raise
         if not is_ready:
             self.kill()
-            raise RuntimeError(
-                f"postgres did not become ready in {self.startup_timeout} s; "
-                f"log tail:\n{self.log_tail()}"
-            )
-        return self
+        return is_ready
+
+    def _startup_failure(self) -> str:
+        return (
+            f"postgres did not become ready in {self.startup_timeout} s; "
+            f"log tail:\n{self.log_tail()}"
+        )
 
     def _wait_ready(self, ready: threading.Event, deadline: float) -> bool:
         # The log line comes first; pg_isready then proves the TCP listener answers.
         while not ready.wait(0.1):
             if not self.running or time.monotonic() > deadline:
                 return False
+        if not self.running:  # the event is also set when the server's output ends
+            return False
         while time.monotonic() < deadline:
             probe = subprocess.run(
                 [self.pg_isready, "-q", "-h", "127.0.0.1", "-p", str(self.port), "-t", "2"],
@@ -352,14 +310,6 @@ class PostgresServer:
             if not self.running:
                 return False
         return False
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The last *lines* lines of the server's log, for failure messages."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
 
     def _server_pids(self) -> list[int]:
         """The postmaster and its children (each backend leads its own process group)."""
@@ -382,21 +332,12 @@ class PostgresServer:
         return pids
 
     def _forget(self, pids: list[int], wait: float = 30.0) -> None:
-        process = self._process
-        if process is not None:
-            try:
-                process.wait(wait)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(wait)
+        self._wait_process(wait)
         # Orphaned backends would keep the shared memory and the port: see them all gone.
         deadline = time.monotonic() + wait
         while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.01)  # poll-ok: bounded wait for the kernel to end killed processes
-        if self._reader is not None:
-            self._reader.join(wait)
-            self._reader = None
-        self._process = None
+        self._forget_process(wait)
 
     def kill(self) -> None:
         """SIGKILL the postmaster and every backend: a crash. :meth:`restart` brings it back."""
@@ -424,21 +365,9 @@ class PostgresServer:
             self.stop_process()
         return self.start()
 
-    def stop(self) -> None:
-        """Stop the server and remove its temp dir. Idempotent."""
-        self.stop_process()
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
     def __enter__(self: _Server) -> _Server:
+        # Unlike the other launchers, a failed start keeps the temp dir (and its log).
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"PostgresServer(port={self.port}, running={self.running})"

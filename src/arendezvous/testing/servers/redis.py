@@ -21,25 +21,19 @@ Used as a context manager::
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import socket
 import ssl
 import subprocess
-import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import TypeVar
 
-from . import find_binary, free_port
+from . import free_port
+from ._process import ServerProcess
 
 __all__ = ("RedisServer",)
 
-_Server = TypeVar("_Server", bound="RedisServer")
 
-
-class RedisServer:
+class RedisServer(ServerProcess):
     """One Redis server listening on 127.0.0.1; see the module docstring.
 
     :param startup_timeout: seconds to wait for readiness before giving up (the process is then
@@ -51,7 +45,9 @@ class RedisServer:
     subclass may replace the :meth:`find_binary` hook.
     """
 
-    find_binary = staticmethod(find_binary)
+    _name = "redis"
+    _program = "redis-server"
+    _port_in_use = "Address already in use"
 
     def __init__(
         self,
@@ -62,16 +58,12 @@ class RedisServer:
     ) -> None:
         name = os.environ.get("ARENDEZVOUS_REDIS_SERVER", "redis-server")
         self.binary = self.find_binary(name, debian_package="redis-server")
+        super().__init__(startup_timeout=startup_timeout)
         self.port = free_port()
-        self.startup_timeout = startup_timeout
         self.tls = tls
         self.extra_args = extra_args
-        self._tmp = Path(tempfile.mkdtemp(prefix="arendezvous-redis-"))
         self.data_dir = self._tmp / "data"
         self.data_dir.mkdir()
-        self.log_path = self._tmp / "redis.log"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._started = False
         if tls:
             self._make_certificates()
 
@@ -94,27 +86,15 @@ class RedisServer:
             return f"rediss://{self.endpoint}/0?ssl_ca_certs={self.ca_file}"
         return f"redis://{self.endpoint}/0"
 
-    @property
-    def running(self) -> bool:
-        """Whether the server process is alive."""
-        return self._process is not None and self._process.poll() is None
-
     # -- TLS material ----------------------------------------------------------------------------
 
     def _make_certificates(self) -> None:
-        openssl = shutil.which("openssl")
-        if openssl is None:
-            raise RuntimeError("tls=True needs the openssl command (Debian package 'openssl')")
-        tmp = self._tmp
-
-        def run(*args: str) -> None:
-            subprocess.run([openssl, *args], cwd=tmp, check=True, capture_output=True, timeout=60)
-
-        (tmp / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run = self._openssl
         run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", "ca.key",
             "-out", "ca.crt", "-subj", "/CN=arendezvous test CA")  # fmt: skip
         run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
             "-subj", "/CN=localhost")  # fmt: skip
+        (self._tmp / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
         run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
             "-CAcreateserial", "-days", "2", "-extfile", "server.ext",
             "-out", "server.crt")  # fmt: skip
@@ -145,28 +125,19 @@ class RedisServer:
             *self.extra_args,
         ]  # fmt: skip
 
-    def start(self: _Server) -> _Server:
-        """Start the server (or start it again after :meth:`kill`); wait until it answers PING."""
-        if self.running:
-            raise RuntimeError("redis-server is already running")
-        for attempt in range(3):
-            self._process = subprocess.Popen(
-                self._command(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # a Ctrl-C in the test run does not reach the server first
-            )
-            if self._wait_ready():
-                self._started = True
-                return self
-            self._terminate(signal.SIGKILL)
-            # free_port() can race with other processes; a port taken before the first start is
-            # replaced, but restart() must keep its port, so then the failure is reported.
-            if self._started or attempt == 2 or "Address already in use" not in self.log_tail():
-                break
-            self.port = free_port()
-        raise RuntimeError(
+    def _start_once(self) -> bool:
+        # redis-server writes its own log (--logfile): its output is not kept.
+        self._popen(self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self._wait_ready():
+            return True
+        self.kill()
+        return False
+
+    def _new_ports(self) -> None:
+        self.port = free_port()
+
+    def _startup_failure(self) -> str:
+        return (
             f"redis-server did not answer PING on {self.endpoint} within "
             f"{self.startup_timeout} s; log tail:\n{self.log_tail()}"
         )
@@ -194,60 +165,6 @@ class RedisServer:
                 return _ping_over(raw)
         except OSError:
             return False
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The last *lines* lines of the server's log, for failure messages."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def _terminate(self, sig: signal.Signals) -> None:
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        self._process = None
-
-    def kill(self) -> None:
-        """SIGKILL the server, as a crash would; the port and dir stay for :meth:`restart`."""
-        self._terminate(signal.SIGKILL)
-
-    def stop_process(self) -> None:
-        """Stop the server cleanly (SIGTERM); the port and dir stay for :meth:`restart`."""
-        self._terminate(signal.SIGTERM)
-
-    def restart(self: _Server) -> _Server:
-        """Start the server again on the same port and dir (killing it first if it runs)."""
-        self.kill()
-        return self.start()
-
-    def stop(self) -> None:
-        """Stop the server and delete its temp dir. Idempotent."""
-        self._terminate(signal.SIGTERM)
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self: _Server) -> _Server:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"RedisServer({self.endpoint!r}, running={self.running})"
