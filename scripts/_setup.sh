@@ -7,6 +7,13 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
+case ",${1:-}," in
+    *,torch,*)
+        # The CPU build this project tests with; a bare `torch` could resolve to a CUDA build of
+        # several GB. Installed first, it satisfies the extra's range and nothing newer is fetched.
+        .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
+        ;;
+esac
 if [ -n "${1:-}" ]; then
     .venv/bin/python -m pip install --quiet -e ".[$1]"
 else

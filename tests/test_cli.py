@@ -28,7 +28,7 @@ def test_demo_on_trio_and_a_file_url(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["inspect", url, "r"]) == 0
     out = capsys.readouterr().out
     assert "run 'r':" in out
-    assert '"members"' in out
+    assert '"participants"' in out
 
 
 def test_inspect_of_an_empty_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

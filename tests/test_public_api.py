@@ -14,6 +14,7 @@ import arendezvous
 PUBLIC_MODULES = [
     "arendezvous",
     "arendezvous.sync",
+    "arendezvous.rendezvous",
     "arendezvous.backends.memory",
     "arendezvous.backends.file",
     "arendezvous.backends.redis",
@@ -24,6 +25,10 @@ PUBLIC_MODULES = [
     "arendezvous.testing.linearizability",
     "arendezvous.testing.history",
     "arendezvous.testing.faults",
+    "arendezvous.testing.servers",
+    "arendezvous.testing.servers.redis",
+    "arendezvous.testing.servers.etcd",
+    "arendezvous.testing.servers.postgres",
     "arendezvous.integrations.torch",
 ]
 

@@ -23,12 +23,17 @@ from .backends.memory import MemoryBackend as MemoryBackend
 from .backends.memory import MemoryStore as MemoryStore
 from .backends.postgres import PostgresBackend as PostgresBackend
 from .backends.redis import RedisBackend as RedisBackend
+from .rendezvous import AsyncRendezvous as AsyncRendezvous
+from .rendezvous import RendezvousInfo as RendezvousInfo
+from .rendezvous import RoundEnd as RoundEnd
+from .rendezvous import SyncRendezvous as SyncRendezvous
 from .sync import SyncBackend as SyncBackend
 
 __version__ = "0.1.0"
 
 __all__ = (
     "DEFAULT_MAX_STATE_SIZE",
+    "AsyncRendezvous",
     "AsyncRendezvousBackend",
     "BackendClosedError",
     "EtcdBackend",
@@ -40,9 +45,12 @@ __all__ = (
     "RendezvousClosedError",
     "RendezvousConnectionError",
     "RendezvousError",
+    "RendezvousInfo",
     "RendezvousStateError",
     "RendezvousTimeoutError",
+    "RoundEnd",
     "SyncBackend",
+    "SyncRendezvous",
     "Token",
     "open_backend",
     "registered_schemes",

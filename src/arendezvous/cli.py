@@ -49,12 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arendezvous", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="simulate nodes racing to join one run")
+    demo = commands.add_parser(
+        "demo", help="nodes form rounds through the async rendezvous: joins, ranks, a dropout"
+    )
     demo.add_argument("--nodes", "-n", type=int, default=8, help="how many nodes (default 8)")
     demo.add_argument("--url", default="memory://", help="backend URL (default memory://)")
     demo.add_argument("--run-id", default=None, help="run id (default: a fresh one)")
     demo.add_argument("--latency", type=float, default=0.002,
-                      help="max simulated seconds between a read and a write (default 0.002)")
+                      help="max simulated network seconds before each write (default 0.002)")
     demo.add_argument("--seed", type=int, default=None, help="random seed for the latencies")
     demo.add_argument("--event-loop", choices=["asyncio", "trio"], default="asyncio")
     demo.set_defaults(handler=_demo)
