@@ -7,6 +7,7 @@ kit) relies only on what this module promises.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from types import TracebackType
@@ -18,6 +19,7 @@ __all__ = (
     "Token",
     "check_run_id",
     "check_state",
+    "check_timeout",
 )
 
 _Backend = TypeVar("_Backend", bound="AsyncRendezvousBackend")
@@ -36,11 +38,28 @@ def check_state(state: object, max_size: int) -> bytes:
         they could change after the call).
     :raises ValueError: *state* is longer than *max_size*.
     """
-    if not isinstance(state, bytes):
-        raise TypeError(f"state must be bytes, not {type(state).__name__}")
+    if type(state) is not bytes:
+        if not isinstance(state, bytes):
+            raise TypeError(f"state must be bytes, not {type(state).__name__}")
+        # A subclass can override len(), == and hashing: keep its bytes, not the object.
+        state = bytes(memoryview(state))
     if len(state) > max_size:
         raise ValueError(f"state is {len(state)} bytes; this backend accepts at most {max_size}")
     return state
+
+
+def check_timeout(timeout: object) -> None:
+    """Refuse a wait's timeout that is not ``None`` or a number, or is NaN.
+
+    :raises TypeError: *timeout* is not ``None``, an ``int`` or a ``float``.
+    :raises ValueError: *timeout* is NaN.
+    """
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
+    if math.isnan(timeout):
+        raise ValueError("timeout must not be NaN")
 
 
 def check_run_id(run_id: object) -> str:

@@ -8,6 +8,7 @@ the entry point's name is the scheme and its object a callable ``(url, *, run_id
 from __future__ import annotations
 
 import importlib
+import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
@@ -80,6 +81,14 @@ def open_backend(url: str, *, run_id: str) -> AsyncRendezvousBackend:
     if not isinstance(url, str):
         raise TypeError(f"url must be str, not {type(url).__name__}")
     check_run_id(run_id)
+    if "@" in url:
+        try:
+            urllib.parse.urlsplit(url)
+        except ValueError:
+            # urllib's own message repeats the netloc, credentials included.
+            raise ValueError(
+                "malformed URL (the parser's message is withheld: it may hold credentials)"
+            ) from None
     scheme, sep, _ = url.partition("://")
     if not sep or not scheme:
         raise ValueError(
@@ -87,6 +96,15 @@ def open_backend(url: str, *, run_id: str) -> AsyncRendezvousBackend:
             + ", ".join(f"{name}://" for name in registered_schemes())
         )
     return _factory(scheme.lower())(url, run_id=run_id)
+
+
+_OPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+
+
+def shown_option(key: str) -> str:
+    """*key*, quoted, if it looks like an option name; else a placeholder. After an unencoded
+    '?' in a user or password, the query's first "name" is the rest of the credentials."""
+    return repr(key) if _OPTION_NAME.fullmatch(key) else "(a malformed name, not shown)"
 
 
 def parse_options(
@@ -100,7 +118,7 @@ def parse_options(
     for key, value in urllib.parse.parse_qsl(url.query, keep_blank_values=True):
         if key not in accepted:
             raise ValueError(
-                f"unknown option {key!r} for {url.scheme}:// URLs; accepted: "
+                f"unknown option {shown_option(key)} for {url.scheme}:// URLs; accepted: "
                 + (", ".join(sorted(accepted)) or "none")
             )
         if key in options:

@@ -45,6 +45,7 @@ from .._backend import (
     Token,
     check_run_id,
     check_state,
+    check_timeout,
 )
 from .._compat import import_optional, require_asyncio
 from .._errors import (
@@ -123,6 +124,18 @@ class EtcdToken:
         return f"<EtcdToken revision {self.mod_revision} of {self.key!r}>"
 
 
+def _well_formed(token: object) -> bool:
+    """An EtcdToken whose fields have the types and ranges etcd's have: only such a token is
+    compared or sent; any other is merely stale."""
+    return (
+        type(token) is EtcdToken
+        and type(token.cluster_id) is int
+        and type(token.key) is bytes
+        and type(token.mod_revision) is int
+        and 0 < token.mod_revision < 2**63
+    )
+
+
 def _parse_endpoint(text: str) -> tuple[str, int]:
     """``host[:port]`` or ``[v6]:port`` -> ``(host, port)``; the port defaults to 2379."""
     item = text.strip()
@@ -145,7 +158,7 @@ def _parse_endpoint(text: str) -> tuple[str, int]:
             raise ValueError(f"malformed host in etcd endpoint {item!r}")
     if not port_text:
         return host, 2379
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValueError(f"bad port in etcd endpoint {item!r}")
     return host, int(port_text)
 
@@ -532,7 +545,7 @@ class EtcdBackend(AsyncRendezvousBackend):
 
     def _is_current(self, token: Token | None, current: EtcdToken) -> bool:
         # A caller's token is untrusted: compare only once it is ours, so no foreign __eq__ runs.
-        return type(token) is EtcdToken and token == current
+        return _well_formed(token) and token == current
 
     # -- the contract ----------------------------------------------------------------------------
 
@@ -545,7 +558,7 @@ class EtcdBackend(AsyncRendezvousBackend):
         self, state: bytes, token: Token | None = None
     ) -> tuple[bytes, Token, bool]:
         self._check_open()
-        check_state(state, self._max_state_size)
+        state = check_state(state, self._max_state_size)
         rpc = self._rpc
         if token is None:
             compare = rpc.Compare(
@@ -555,7 +568,7 @@ class EtcdBackend(AsyncRendezvousBackend):
                 create_revision=0,
             )
         else:
-            if type(token) is EtcdToken and token.key == self._key and self._cluster_id is None:
+            if _well_formed(token) and token.key == self._key and self._cluster_id is None:
                 # First call of this handle: learn which cluster answers before trusting a
                 # revision number from the caller.
                 current, _ = await self._read()
@@ -564,7 +577,7 @@ class EtcdBackend(AsyncRendezvousBackend):
                 if token != current[1]:
                     return current[0], current[1], False
             if (
-                type(token) is not EtcdToken
+                not _well_formed(token)
                 or token.key != self._key
                 or token.cluster_id != self._cluster_id
             ):
@@ -602,6 +615,7 @@ class EtcdBackend(AsyncRendezvousBackend):
         self, token: Token | None, *, timeout: float | None = None
     ) -> tuple[bytes, Token] | None:
         self._check_open()
+        check_timeout(timeout)
         # The first read is bounded by the backend's timeout, not the wait's: timeout=0 still
         # reports a change that already happened.
         current, revision = await self._read()

@@ -28,6 +28,7 @@ from .._backend import (
     Token,
     check_run_id,
     check_state,
+    check_timeout,
 )
 from .._errors import BackendClosedError, RendezvousConnectionError
 from .._notify import ChangeNotifier
@@ -91,6 +92,8 @@ class FileBackend(AsyncRendezvousBackend):
         self._lock_path = self._directory / f"{stem}.lock"
         self._durable = durable
         self._poll_interval = poll_interval
+        if type(max_state_size) is not int or max_state_size < 0:
+            raise ValueError("max_state_size must be a non-negative int")
         self._max_state_size = max_state_size
         self._closed = False
         # flock excludes other open files, not other threads sharing ours: the thread lock does.
@@ -208,7 +211,7 @@ class FileBackend(AsyncRendezvousBackend):
         self, state: bytes, token: Token | None = None
     ) -> tuple[bytes, Token, bool]:
         self._check_open()
-        check_state(state, self._max_state_size)
+        state = check_state(state, self._max_state_size)
         result = await anyio.to_thread.run_sync(self._compare_and_set_sync, state, token)
         if result[2]:
             _local_changes.notify(self._path)
@@ -218,9 +221,14 @@ class FileBackend(AsyncRendezvousBackend):
         self, token: Token | None, *, timeout: float | None = None
     ) -> tuple[bytes, Token] | None:
         self._check_open()
-        if timeout is not None and timeout <= 0:  # no wait, but still report a change already made
-            current = await anyio.to_thread.run_sync(self._read_sync)
-            return current if current is not None and not _same_token(current[1], token) else None
+        check_timeout(timeout)
+        # The first look is outside the timeout, so that a change already made is reported
+        # however short the timeout (a worker-thread hop can outlast a small one).
+        current = await anyio.to_thread.run_sync(self._read_sync)
+        if current is not None and not _same_token(current[1], token):
+            return current
+        if timeout is not None and timeout <= 0:
+            return None
         with anyio.move_on_after(timeout):
             while True:
                 with _local_changes.watching(self._path) as changed:
@@ -244,7 +252,7 @@ def from_url(url: str, *, run_id: str) -> FileBackend:
 
     parsed = urllib.parse.urlsplit(url)
     if parsed.netloc not in ("", "localhost"):
-        raise ValueError(f"file:// URLs name a local directory; got host {parsed.netloc!r}")
+        raise ValueError("file:// URLs name a local directory: no host but localhost, no user")
     directory = urllib.parse.unquote(parsed.path)
     if not directory.startswith("/"):
         raise ValueError("file:// URLs need an absolute directory, e.g. file:///var/run/rdzv")

@@ -18,6 +18,7 @@ from .._backend import (
     Token,
     check_run_id,
     check_state,
+    check_timeout,
 )
 from .._errors import BackendClosedError
 from .._notify import ChangeNotifier
@@ -95,6 +96,8 @@ class MemoryBackend(AsyncRendezvousBackend):
     ) -> None:
         self._run_id = check_run_id(run_id)
         self._store = _default_store if store is None else store
+        if type(max_state_size) is not int or max_state_size < 0:
+            raise ValueError("max_state_size must be a non-negative int")
         self._max_state_size = max_state_size
         self._closed = False
 
@@ -130,7 +133,7 @@ class MemoryBackend(AsyncRendezvousBackend):
         if self._closed:
             self._check_open()
         if type(state) is not bytes or len(state) > self._max_state_size:
-            check_state(state, self._max_state_size)  # raises, or passes a bytes subclass
+            state = check_state(state, self._max_state_size)
         # The compare-and-swap, inlined: this is the hot path of every get+CAS loop.
         store = self._store
         states = store._states
@@ -151,6 +154,7 @@ class MemoryBackend(AsyncRendezvousBackend):
         self, token: Token | None, *, timeout: float | None = None
     ) -> tuple[bytes, Token] | None:
         self._check_open()
+        check_timeout(timeout)
         with anyio.move_on_after(timeout):
             while True:
                 with self._store._notifier.watching(self._run_id) as changed:
@@ -173,7 +177,7 @@ def from_url(url: str, *, run_id: str) -> MemoryBackend:
 
     parsed = urllib.parse.urlsplit(url)
     if parsed.path not in ("", "/"):
-        raise ValueError(f"memory:// URLs take no path, got {parsed.path!r}")
+        raise ValueError("memory:// URLs take no path (percent-encode '/' in a user or password)")
     options = parse_options(parsed, {"max_state_size": int})
     store = named_store(parsed.netloc) if parsed.netloc else _default_store
     return MemoryBackend(run_id, store, **options)

@@ -51,6 +51,7 @@ from .._backend import (
     Token,
     check_run_id,
     check_state,
+    check_timeout,
 )
 from .._compat import import_optional, require_asyncio
 from .._errors import (
@@ -143,9 +144,20 @@ class PostgresToken:
         return f"<PostgresToken {self.incarnation[:4].hex()}...#{self.version}>"
 
 
+def _well_formed(token: object) -> bool:
+    """A PostgresToken with a bytes incarnation and a bigint version: only such a token is
+    compared or sent (asyncpg refuses other types, and truncates a float version)."""
+    return (
+        type(token) is PostgresToken
+        and type(token.incarnation) is bytes
+        and type(token.version) is int
+        and -(2**63) <= token.version < 2**63
+    )
+
+
 def _same_token(current: Token, token: object) -> bool:
     # The caller's token is untrusted: its type is checked first, so only our __eq__ ever runs.
-    return type(token) is PostgresToken and token == current
+    return _well_formed(token) and token == current
 
 
 def _encode(state: bytes) -> bytes:
@@ -202,12 +214,12 @@ def _check_dsn(dsn: object) -> str:
     if parts.fragment:
         raise ValueError("a PostgreSQL URL takes no #fragment")
     if parts.path.count("/") > 1:
-        raise ValueError(f"a PostgreSQL URL's path is /DATABASE; got {_redact(dsn)!r}")
+        raise ValueError("a PostgreSQL URL's path is /DATABASE (percent-encode '/' in passwords)")
     for host in parts.netloc.rpartition("@")[2].split(","):
         port = host.rpartition("]")[2] if host.startswith("[") else host
         _, colon, port = port.partition(":")
-        if colon and not (port.isdigit() and 0 < int(port) < 65536):
-            raise ValueError(f"bad port in PostgreSQL URL {_redact(dsn)!r}")
+        if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError("bad port in a PostgreSQL URL (percent-encode '?' in passwords)")
     return dsn
 
 
@@ -338,6 +350,8 @@ class PostgresBackend(AsyncRendezvousBackend):
     ) -> None:
         self._asyncpg = import_optional("asyncpg", "postgres")
         self._run_id = check_run_id(run_id)
+        if "\x00" in run_id:
+            raise ValueError("run_id must not contain NUL: PostgreSQL text cannot hold it")
         self._dsn = _check_dsn(dsn)
         self._table_sql, self._table = _quote_table(table)
         if not 0 < timeout < float("inf"):
@@ -603,10 +617,10 @@ WHERE NOT EXISTS (SELECT FROM updated)"""
         self, state: bytes, token: Token | None = None
     ) -> tuple[bytes, Token, bool]:
         self._check_open()
-        check_state(state, self._max_state_size)
+        state = check_state(state, self._max_state_size)
         if token is None:
             return await self._run("write", self._insert, state, _encode(state))
-        if type(token) is PostgresToken:
+        if _well_formed(token):
             return await self._run("write", self._update, state, _encode(state), token)
         return await self._run("write", self._read_only)
 
@@ -662,6 +676,7 @@ WHERE NOT EXISTS (SELECT FROM updated)"""
         self, token: Token | None, *, timeout: float | None = None
     ) -> tuple[bytes, Token] | None:
         self._check_open()
+        check_timeout(timeout)
         self._connections()  # the event-loop checks, before any waiting
         if timeout is not None and timeout <= 0:  # no wait, but still report a change already made
             current = await self.get_state()
@@ -762,7 +777,7 @@ def from_url(url: str, *, run_id: str) -> PostgresBackend:
     ``application_name``, ``target_session_attrs``, ``host``, ``port``, ``user``, ``password``,
     ``dbname``, ``passfile``, ``krbsrvname``. Any other parameter raises ``ValueError``.
     """
-    from ._url import parse_options, parse_seconds
+    from ._url import parse_options, parse_seconds, shown_option
 
     _check_dsn(url)
     parsed = urllib.parse.urlsplit(url)
@@ -788,7 +803,7 @@ def from_url(url: str, *, run_id: str) -> PostgresBackend:
             ours.append((key, value))
         else:
             raise ValueError(
-                f"unknown option {key!r} for {parsed.scheme}:// URLs; accepted: "
+                f"unknown option {shown_option(key)} for {parsed.scheme}:// URLs; accepted: "
                 + ", ".join(sorted((*accepted, *_PASSTHROUGH_OPTIONS)))
             )
     options = parse_options(parsed._replace(query=urllib.parse.urlencode(ours)), accepted)

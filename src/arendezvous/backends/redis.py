@@ -41,6 +41,7 @@ from .._backend import (
     Token,
     check_run_id,
     check_state,
+    check_timeout,
 )
 from .._compat import import_optional, require_asyncio
 from .._errors import (
@@ -144,11 +145,19 @@ class RedisToken:
     counter: int
 
 
+_INCARNATION_TEXT = re.compile(r"[0-9a-f]{32}")
+
+
 def _is_token(token: object) -> bool:
     # The caller's token is untrusted: check exact types before anything compares it, so no
-    # foreign __eq__ runs and nothing but a str and an int is ever sent.
+    # foreign __eq__ runs; fields no stored token can have (a lone surrogate, an int of
+    # thousands of digits) make it merely stale instead of failing to encode.
     return (
-        type(token) is RedisToken and type(token.incarnation) is str and type(token.counter) is int
+        type(token) is RedisToken
+        and type(token.incarnation) is str
+        and type(token.counter) is int
+        and 0 < token.counter < 10**18
+        and _INCARNATION_TEXT.fullmatch(token.incarnation) is not None
     )
 
 
@@ -434,7 +443,7 @@ class RedisBackend(AsyncRendezvousBackend):
         self, state: bytes, token: Token | None = None
     ) -> tuple[bytes, Token, bool]:
         client = self._ready()
-        check_state(state, self._max_state_size)
+        state = check_state(state, self._max_state_size)
         incarnation: str | bytes
         if token is None:
             has_token, incarnation, counter = b"0", os.urandom(16).hex(), 0
@@ -470,6 +479,7 @@ class RedisBackend(AsyncRendezvousBackend):
     async def wait_for_change(
         self, token: Token | None, *, timeout: float | None = None
     ) -> tuple[bytes, Token] | None:
+        check_timeout(timeout)
         client = self._ready()
         outage = _Outage()
         # A first read outside the wait's deadline, so that timeout=0 still reports a change
