@@ -34,7 +34,7 @@ import zlib
 from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import anyio
 import anyio.lowlevel
@@ -124,7 +124,7 @@ class EtcdToken:
         return f"<EtcdToken revision {self.mod_revision} of {self.key!r}>"
 
 
-def _well_formed(token: object) -> bool:
+def _well_formed(token: object) -> TypeGuard[EtcdToken]:
     """An EtcdToken whose fields have the types and ranges etcd's have: only such a token is
     compared or sent; any other is merely stale."""
     return (
