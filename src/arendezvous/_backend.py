@@ -13,9 +13,12 @@ from collections.abc import Hashable
 from types import TracebackType
 from typing import TypeAlias, TypeVar
 
+from ._errors import BackendClosedError
+
 __all__ = (
     "DEFAULT_MAX_STATE_SIZE",
     "AsyncRendezvousBackend",
+    "RunHandle",
     "Token",
     "check_run_id",
     "check_state",
@@ -73,6 +76,26 @@ def check_run_id(run_id: object) -> str:
     if not run_id:
         raise ValueError("run_id must not be empty")
     return run_id
+
+
+class RunHandle:
+    """What every bundled backend's handle has besides the contract: its run id and its closed
+    flag. (Not part of the contract: third-party backends need not have it.)
+
+    Subclasses set ``_run_id`` (through :func:`check_run_id`) and ``_closed`` in ``__init__``.
+    """
+
+    _run_id: str
+    _closed: bool
+
+    @property
+    def run_id(self) -> str:
+        """The run this handle reads and writes."""
+        return self._run_id
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendClosedError(f"this {type(self).__name__} was closed")
 
 
 class AsyncRendezvousBackend(ABC):

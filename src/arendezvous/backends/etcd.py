@@ -42,6 +42,7 @@ import anyio.lowlevel
 from .._backend import (
     DEFAULT_MAX_STATE_SIZE,
     AsyncRendezvousBackend,
+    RunHandle,
     Token,
     check_run_id,
     check_state,
@@ -268,7 +269,7 @@ class _Connection:
         self.metadata: tuple[tuple[str, str], ...] | None = None
 
 
-class EtcdBackend(AsyncRendezvousBackend):
+class EtcdBackend(RunHandle, AsyncRendezvousBackend):
     """A handle on one run's state in etcd (v3 API, etcd >= 3.4).
 
     :param run_id: the run; its key is ``key_prefix + run_id`` (UTF-8).
@@ -347,11 +348,6 @@ class EtcdBackend(AsyncRendezvousBackend):
         return "etcd"
 
     @property
-    def run_id(self) -> str:
-        """The run this handle reads and writes."""
-        return self._run_id
-
-    @property
     def key(self) -> bytes:
         """The etcd key holding the run's state."""
         return self._key
@@ -366,10 +362,6 @@ class EtcdBackend(AsyncRendezvousBackend):
             f"EtcdBackend(run_id={self._run_id!r}, endpoints={','.join(self.endpoints)!r}, "
             f"key={self._key!r})"
         )
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BackendClosedError("this EtcdBackend was closed")
 
     # -- connection ------------------------------------------------------------------------------
 

@@ -25,12 +25,13 @@ import anyio.to_thread
 from .._backend import (
     DEFAULT_MAX_STATE_SIZE,
     AsyncRendezvousBackend,
+    RunHandle,
     Token,
     check_run_id,
     check_state,
     check_timeout,
 )
-from .._errors import BackendClosedError, RendezvousConnectionError
+from .._errors import RendezvousConnectionError
 from .._notify import ChangeNotifier
 from . import _fileformat
 
@@ -61,7 +62,7 @@ def _same_token(current: str, token: Token | None) -> bool:
     return type(token) is str and token == current
 
 
-class FileBackend(AsyncRendezvousBackend):
+class FileBackend(RunHandle, AsyncRendezvousBackend):
     """A handle on one run's state stored in ``<directory>/<run_id>.rdzv``.
 
     :param directory: created (mode 0700) if missing; state files are created mode 0600.
@@ -106,21 +107,12 @@ class FileBackend(AsyncRendezvousBackend):
         return "file"
 
     @property
-    def run_id(self) -> str:
-        """The run this handle reads and writes."""
-        return self._run_id
-
-    @property
     def path(self) -> Path:
         """The file holding the run's state."""
         return self._path
 
     def __repr__(self) -> str:
         return f"FileBackend({str(self._directory)!r}, run_id={self._run_id!r})"
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BackendClosedError("this FileBackend was closed")
 
     # -- blocking halves, each run whole in one worker thread ------------------------------------
 

@@ -15,12 +15,12 @@ import anyio
 from .._backend import (
     DEFAULT_MAX_STATE_SIZE,
     AsyncRendezvousBackend,
+    RunHandle,
     Token,
     check_run_id,
     check_state,
     check_timeout,
 )
-from .._errors import BackendClosedError
 from .._notify import ChangeNotifier
 
 __all__ = (
@@ -80,7 +80,7 @@ def named_store(name: str) -> MemoryStore:
         return _named_stores.setdefault(name, MemoryStore())
 
 
-class MemoryBackend(AsyncRendezvousBackend):
+class MemoryBackend(RunHandle, AsyncRendezvousBackend):
     """A handle on one run's state in a :class:`MemoryStore` (the process-wide one by default).
 
     ``get_state`` and ``set_state`` never block and complete without yielding to the event loop;
@@ -106,21 +106,12 @@ class MemoryBackend(AsyncRendezvousBackend):
         return "memory"
 
     @property
-    def run_id(self) -> str:
-        """The run this handle reads and writes."""
-        return self._run_id
-
-    @property
     def store(self) -> MemoryStore:
         """The store holding the state."""
         return self._store
 
     def __repr__(self) -> str:
         return f"MemoryBackend(run_id={self._run_id!r})"
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BackendClosedError("this MemoryBackend was closed")
 
     async def get_state(self) -> tuple[bytes, Token] | None:
         if self._closed:

@@ -48,6 +48,7 @@ import anyio
 from .._backend import (
     DEFAULT_MAX_STATE_SIZE,
     AsyncRendezvousBackend,
+    RunHandle,
     Token,
     check_run_id,
     check_state,
@@ -312,7 +313,7 @@ class _ConnectionPool:
             connection.terminate()
 
 
-class PostgresBackend(AsyncRendezvousBackend):
+class PostgresBackend(RunHandle, AsyncRendezvousBackend):
     """A handle on one run's row in a PostgreSQL table.
 
     :param dsn: ``postgresql://user:password@host:port/database`` with optional libpq parameters
@@ -435,11 +436,6 @@ WHERE NOT EXISTS (SELECT FROM updated)"""
         return "postgres"
 
     @property
-    def run_id(self) -> str:
-        """The run this handle reads and writes."""
-        return self._run_id
-
-    @property
     def table(self) -> str:
         """The table holding the runs' rows, as given (``NAME`` or ``SCHEMA.NAME``)."""
         return self._table
@@ -454,10 +450,6 @@ WHERE NOT EXISTS (SELECT FROM updated)"""
             f"PostgresBackend({_redact(self._dsn)!r}, run_id={self._run_id!r}, "
             f"table={self._table!r})"
         )
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BackendClosedError("this PostgresBackend was closed")
 
     # -- connections -----------------------------------------------------------------------------
 

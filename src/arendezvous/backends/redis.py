@@ -38,6 +38,7 @@ import anyio
 from .._backend import (
     DEFAULT_MAX_STATE_SIZE,
     AsyncRendezvousBackend,
+    RunHandle,
     Token,
     check_run_id,
     check_state,
@@ -187,7 +188,7 @@ def _redis_modules() -> Any:
     return import_optional("redis.asyncio", "redis")
 
 
-class RedisBackend(AsyncRendezvousBackend):
+class RedisBackend(RunHandle, AsyncRendezvousBackend):
     """A handle on one run's state in Redis (or Valkey), in the hash ``<key_prefix><run_id>``.
 
     Connect either with connection parameters (``host``, ``port``, ``db``, ``username``,
@@ -347,11 +348,6 @@ class RedisBackend(AsyncRendezvousBackend):
         return "redis"
 
     @property
-    def run_id(self) -> str:
-        """The run this handle reads and writes."""
-        return self._run_id
-
-    @property
     def key(self) -> bytes:
         """The Redis key of the run's hash (also the name of its change channel)."""
         return self._key
@@ -363,10 +359,6 @@ class RedisBackend(AsyncRendezvousBackend):
 
     def __repr__(self) -> str:
         return f"RedisBackend({self._where!r}, run_id={self._run_id!r}, key={self._key!r})"
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BackendClosedError("this RedisBackend was closed")
 
     def _ready(self) -> Redis:
         """The client to use now: checks the handle is open and the loop is asyncio."""

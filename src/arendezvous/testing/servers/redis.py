@@ -151,7 +151,7 @@ class RedisServer(ServerProcess):
             if self._ping():
                 return True
             # Nothing to wait on but the listener itself: back off between connection attempts.
-            time.sleep(delay)
+            time.sleep(delay)  # poll-ok: a starting server announces nothing else
             delay = min(delay * 2, 0.1)
         return False
 
