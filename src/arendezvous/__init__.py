@@ -9,12 +9,17 @@ racing writers.
 from ._backend import DEFAULT_MAX_STATE_SIZE as DEFAULT_MAX_STATE_SIZE
 from ._backend import AsyncRendezvousBackend as AsyncRendezvousBackend
 from ._backend import Token as Token
+from ._emulated import emulate_member_table as emulate_member_table
 from ._errors import BackendClosedError as BackendClosedError
+from ._errors import DuplicateNodeError as DuplicateNodeError
 from ._errors import RendezvousClosedError as RendezvousClosedError
 from ._errors import RendezvousConnectionError as RendezvousConnectionError
 from ._errors import RendezvousError as RendezvousError
 from ._errors import RendezvousStateError as RendezvousStateError
 from ._errors import RendezvousTimeoutError as RendezvousTimeoutError
+from ._members import Member as Member
+from ._members import MemberPut as MemberPut
+from ._members import MemberTable as MemberTable
 from .backends._url import open_backend as open_backend
 from .backends._url import registered_schemes as registered_schemes
 from .backends.etcd import EtcdBackend as EtcdBackend
@@ -36,8 +41,12 @@ __all__ = (
     "AsyncRendezvous",
     "AsyncRendezvousBackend",
     "BackendClosedError",
+    "DuplicateNodeError",
     "EtcdBackend",
     "FileBackend",
+    "Member",
+    "MemberPut",
+    "MemberTable",
     "MemoryBackend",
     "MemoryStore",
     "PostgresBackend",
@@ -52,6 +61,7 @@ __all__ = (
     "SyncBackend",
     "SyncRendezvous",
     "Token",
+    "emulate_member_table",
     "open_backend",
     "registered_schemes",
 )

@@ -11,9 +11,12 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from types import TracebackType
-from typing import TypeAlias, TypeVar
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from ._errors import BackendClosedError
+
+if TYPE_CHECKING:
+    from ._members import MemberTable
 
 __all__ = (
     "DEFAULT_MAX_STATE_SIZE",
@@ -159,6 +162,16 @@ class AsyncRendezvousBackend(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Release the handle's resources. Idempotent; later calls raise ``BackendClosedError``."""
+
+    def member_table(self) -> MemberTable | None:
+        """The run's member table, if this backend offers that optional capability; else ``None``.
+
+        Not part of the one-blob contract: a backend that returns ``None`` (this default) still
+        carries a rendezvous, which then keeps its member records inside the blob. The bundled
+        backends return a table that shares this handle's connections and lifetime; see
+        :class:`~arendezvous.MemberTable`.
+        """
+        return None
 
     async def __aenter__(self: _Backend) -> _Backend:
         return self

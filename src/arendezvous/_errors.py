@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 __all__ = (
     "BackendClosedError",
+    "DuplicateNodeError",
     "RendezvousClosedError",
     "RendezvousConnectionError",
     "RendezvousError",
@@ -50,6 +51,20 @@ class RendezvousTimeoutError(RendezvousError):
 
 class RendezvousClosedError(RendezvousError):
     """The rendezvous run was closed; no new round will start."""
+
+
+class DuplicateNodeError(RendezvousError):
+    """A live node of the run already uses this node id; every node needs an id of its own.
+
+    Raised by ``next_rendezvous()`` within about one heartbeat interval of finding the id in use
+    (the other node's heartbeat proves it alive). A record left by a node that died is taken over
+    once it has been silent for the heartbeat timeout instead.
+    """
+
+    def __init__(self, node: str, detail: str = "") -> None:
+        self.node = node
+        message = f"node id {node!r} is already in use by a live node of this run"
+        super().__init__(f"{message}: {detail}" if detail else message)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from arendezvous import (
 )
 from arendezvous.backends import _fileformat
 from arendezvous.testing.conformance import CorruptStateConformance
+from arendezvous.testing.members import MemberTableConformance
 from arendezvous.testing.stateful import backend_state_machine
 
 pytestmark = pytest.mark.anyio
@@ -222,3 +223,12 @@ async def test_unreadable_directory_raises_connection_error(tmp_path: Path) -> N
     assert info.value.__cause__ is not None
     with pytest.raises(RendezvousConnectionError):
         await backend.get_state()
+
+
+class TestFileMembers(MemberTableConformance):
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return FileBackend(self.directory, run_id, durable=False)
+
+    @pytest.fixture(autouse=True)
+    def _directory(self, tmp_path: Path) -> None:
+        self.directory = tmp_path

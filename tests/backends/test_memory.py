@@ -6,8 +6,10 @@ import anyio
 import pytest
 
 from arendezvous import AsyncRendezvousBackend, MemoryBackend, MemoryStore, open_backend
+from arendezvous._emulated import emulate_member_table
 from arendezvous.backends.memory import MemoryToken, default_store, named_store
 from arendezvous.testing.conformance import BackendConformance
+from arendezvous.testing.members import MemberTableConformance
 
 pytestmark = pytest.mark.anyio
 
@@ -108,3 +110,20 @@ def test_run_id_is_validated() -> None:
         MemoryBackend(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty"):
         MemoryBackend("")
+
+
+class TestMemoryMembers(MemberTableConformance):
+    store = MemoryStore()
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return MemoryBackend(run_id, self.store)
+
+
+class TestEmulatedMembers(MemberTableConformance):
+    """The table kept inside any backend's one blob, here the memory backend's."""
+
+    store = MemoryStore()
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        register, _ = emulate_member_table(MemoryBackend(run_id, self.store))
+        return register

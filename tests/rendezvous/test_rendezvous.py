@@ -1,15 +1,15 @@
-"""AsyncRendezvous behaviour: rounds, ranks, last call, late nodes, heartbeats, closing, timeouts.
+"""AsyncRendezvous behaviour: rounds, ranks, last call, late nodes, heartbeats, closing, timeouts,
+identity, clocks, ghosts.
 
-Every test runs on asyncio and trio, over the memory and the file backend (``conftest.py``). Time
-values are small so the tests are quick; tests wait on the store's own notifications (through
-:func:`until`) and assert outcomes and orderings, never timings.
+Every test runs on asyncio and trio, over the memory and the file backend and a one-blob backend
+(``conftest.py``). Time values are small so the tests are quick; tests wait on writes (through
+:class:`~._observe.Observer`) and assert outcomes and orderings, never timings.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
-import time
 from collections.abc import Callable
 
 import anyio
@@ -17,39 +17,29 @@ import pytest
 
 from arendezvous import (
     AsyncRendezvousBackend,
+    DuplicateNodeError,
     MemoryBackend,
     RendezvousClosedError,
+    RendezvousConnectionError,
     RendezvousStateError,
     RendezvousTimeoutError,
+    Token,
 )
+from arendezvous._members import Member, MemberPut, MemberTable
 from arendezvous.rendezvous import AsyncRendezvous, RendezvousInfo, RoundEnd, default_node_id
-from arendezvous.rendezvous._state import RendezvousState, decode_state, encode_state
+from arendezvous.rendezvous._record import MAX_ROUND, RoundRecord, encode_record
 
+from ._observe import LIMIT, Observer, WatchedBackend, WatchedTable
 from .conftest import MakeBackend
 
 pytestmark = pytest.mark.anyio
 
 FAST = {"heartbeat": 0.05, "heartbeat_timeout": 0.25, "join_timeout": 20.0}
-LIMIT = 20.0  # generous bound on anything that should happen promptly
-
-
-async def until(
-    backend: AsyncRendezvousBackend, predicate: Callable[[RendezvousState], bool]
-) -> RendezvousState:
-    """Wait, on the store's change notifications, until the stored state satisfies *predicate*."""
-    with anyio.fail_after(LIMIT):
-        current = await backend.get_state()
-        while True:
-            if current is not None:
-                state = decode_state(current[0])
-                if predicate(state):
-                    return state
-            current = await backend.wait_for_change(None if current is None else current[1])
 
 
 def check_round(infos: list[RendezvousInfo]) -> None:
     """Every node of one round agrees on it, and the ranks are exactly 0..n-1."""
-    assert len({info.round for info in infos}) == 1
+    assert len({info.round_id for info in infos}) == 1
     assert len({info.participants for info in infos}) == 1
     participants = infos[0].participants
     assert sorted(info.rank for info in infos) == list(range(len(participants)))
@@ -71,18 +61,29 @@ async def join_all(rendezvous: list[AsyncRendezvous]) -> list[RendezvousInfo]:
     return infos
 
 
+def table_of(backend: AsyncRendezvousBackend) -> MemberTable:
+    table = AsyncRendezvous(backend, "reader", 1, 1).member_table
+    return table
+
+
+# -- forming rounds ------------------------------------------------------------------------------
+
+
 async def test_min_equals_max_completes_with_distinct_ranks(make_backend: MakeBackend) -> None:
     nodes = [AsyncRendezvous(make_backend(), f"node-{i}", 5, 5, **FAST) for i in (3, 1, 4, 0, 2)]
     infos = await join_all(nodes)
     check_round(infos)
     assert infos[0].participants == tuple(f"node-{i}" for i in range(5))  # sorted node ids
     assert infos[0].round == 0
+    assert len(infos[0].incarnation) == 32
+    assert infos[0].round_id == f"{infos[0].incarnation}/0"
     assert nodes[0].info is not None
     assert nodes[0].info.node == "node-3"
 
 
-async def test_last_call_admits_nodes_until_it_expires(make_backend: MakeBackend) -> None:
-    observer = make_backend()
+async def test_last_call_admits_nodes_until_it_expires(
+    make_backend: MakeBackend, observer: Observer
+) -> None:
     nodes = [AsyncRendezvous(make_backend(), f"n{i}", 2, 4, last_call=0.5, **FAST)
              for i in range(3)]
     infos: list[RendezvousInfo] = []
@@ -93,9 +94,9 @@ async def test_last_call_admits_nodes_until_it_expires(make_backend: MakeBackend
     async with anyio.create_task_group() as group:
         group.start_soon(join, nodes[0])
         group.start_soon(join, nodes[1])
-        state = await until(observer, lambda s: len(s.participants) == 2)
-        assert state.last_call is not None
-        assert not state.complete
+        seen = await observer.until(lambda s: s.record is not None and s.record.last_call)
+        assert not seen.record.complete  # type: ignore[union-attr]
+        assert len(seen.joined) == 2
         group.start_soon(join, nodes[2])  # arrives during the last call: admitted
     check_round(infos)
     assert infos[0].world_size == 3  # below max_nodes: completed by the last call
@@ -129,10 +130,13 @@ async def test_late_node_waits_and_triggers_the_next_round(make_backend: MakeBac
         second += late
         check_round(second)
         assert second[0].round == first[0].round + 1
+        assert second[0].incarnation == first[0].incarnation
         assert second[0].participants == ("a", "b", "c")
 
 
-async def test_redundant_node_waits_for_room_without_triggering(make_backend: MakeBackend) -> None:
+async def test_redundant_node_waits_for_room_without_triggering(
+    make_backend: MakeBackend, observer: Observer
+) -> None:
     a, b, c = (AsyncRendezvous(make_backend(), name, 2, 2, **FAST) for name in "abc")
     async with a, b, c:
         check_round(await join_all([a, b]))
@@ -144,8 +148,11 @@ async def test_redundant_node_waits_for_room_without_triggering(make_backend: Ma
                     late.append(await c.next_rendezvous())
 
                 group.start_soon(join_late)
-                await until(a.backend, lambda s: s.redundant == ("c",))
+                seen = await observer.until(lambda s: s.waiting == ("c",))
+                assert seen.record is not None
+                assert not seen.record.waiting
                 assert await a.num_nodes_waiting() == 0  # the full round has no room for c
+                assert await a.wait_for_round_end(timeout=0.05) is None
                 await a.leave()
                 assert await b.wait_for_round_end() is RoundEnd.RESTARTED
                 await b.next_rendezvous()
@@ -169,79 +176,373 @@ async def test_next_rendezvous_from_a_complete_round_starts_a_new_one(
 
                 group.start_soon(restart)
                 assert await b.wait_for_round_end() is RoundEnd.RESTARTED
-                assert await b.num_nodes_waiting() == 1  # a is gathering in the next round
+                assert await b.num_nodes_waiting() in (0, 1)  # a gathers in the next round
                 again.append(await b.next_rendezvous())
         check_round(again)
         assert again[0].round == 1
 
 
+# -- liveness ------------------------------------------------------------------------------------
+
+
 async def test_a_dead_participant_is_evicted_and_the_round_restarts(
-    make_backend: MakeBackend,
+    make_backend: MakeBackend, observer: Observer
 ) -> None:
     a, b, dead = (AsyncRendezvous(make_backend(), name, 2, 3, last_call=0.05, **FAST)
                   for name in ("a", "b", "dead"))
     async with a, b:
-        # "dead" is not entered: once its next_rendezvous returns, nothing beats for it.
+        # "dead" is not entered: once its next_rendezvous returns, nothing refreshes its record.
         first = await join_all([a, b, dead])
         check_round(first)
         assert first[0].world_size == 3
         with anyio.fail_after(LIMIT):
             assert await a.wait_for_round_end() is RoundEnd.RESTARTED
+        assert not (await observer.snapshot()).listed("dead")  # its record was deleted
         second = await join_all([a, b])
         check_round(second)
         assert second[0].participants == ("a", "b")
         assert second[0].round > first[0].round
 
 
-async def test_heartbeats_keep_an_idle_participant_alive(make_backend: MakeBackend) -> None:
-    a, b = (AsyncRendezvous(make_backend(), name, 2, 2, **FAST) for name in "ab")
-    observer = make_backend()
-    async with a, b:
-        check_round(await join_all([a, b]))
-        started = time.monotonic()
-        beats = 0
-        # Watch several heartbeat timeouts go by: the round must survive all of them.
-        with anyio.fail_after(LIMIT):
-            current = await observer.get_state()
-            assert current is not None
-            while time.monotonic() - started < 3 * FAST["heartbeat_timeout"]:
-                changed = await observer.wait_for_change(current[1])
-                assert changed is not None
-                current = changed
-                state = decode_state(current[0])
-                assert (state.round, state.complete, state.participants) == (0, True, ("a", "b"))
-                beats += 1
-        assert beats >= 3
-
-
-async def test_a_vanished_joiner_is_evicted_before_the_round_completes(
-    make_backend: MakeBackend,
+async def test_heartbeats_keep_a_round_alive_and_wake_nobody(
+    make_backend: MakeBackend, observer: Observer
 ) -> None:
-    ghost_backend = make_backend()
-    # A node that joined and then vanished: listed, its heartbeat never refreshed.
-    ghost = RendezvousState(participants=("ghost",), heartbeats={"ghost": time.time_ns() // 10**6})
-    await ghost_backend.set_state(encode_state(ghost))
-    nodes = [AsyncRendezvous(make_backend(), f"n{i}", 4, 4, **FAST) for i in range(4)]
-    infos: list[RendezvousInfo] = []
+    handles = [make_backend() for _ in range(3)]
+    nodes = [AsyncRendezvous(handle, name, 3, 3, **FAST)
+             for handle, name in zip(handles, "abc", strict=True)]
+    tables = [handle.member_table() for handle in handles if isinstance(handle, WatchedBackend)]
+    ended: list[RoundEnd | None] = []
 
-    async def join(node: AsyncRendezvous) -> None:
-        infos.append(await node.next_rendezvous())
+    async def wait_for_end(node: AsyncRendezvous) -> None:
+        ended.append(await node.wait_for_round_end())
 
-    with anyio.fail_after(LIMIT):
+    async with nodes[0], nodes[1], nodes[2]:
+        check_round(await join_all(nodes))
         async with anyio.create_task_group() as group:
-            group.start_soon(join, nodes[0])
-            group.start_soon(join, nodes[1])
-            await until(ghost_backend, lambda s: len(s.participants) == 3)
-            # The joiners waiting with the ghost evict it once its heartbeat runs out...
-            await until(ghost_backend, lambda s: not s.listed("ghost"))
-            group.start_soon(join, nodes[2])
-            group.start_soon(join, nodes[3])
-    # ...so the round completes with the four live nodes only.
+            for node in nodes:
+                group.start_soon(wait_for_end, node)
+            await observer.until(lambda _: all(
+                isinstance(handle, WatchedBackend) and handle.waiting for handle in handles
+            ))
+            before = [_register_calls(handle) for handle in handles]
+            beats = [_beats(handle) for handle in handles]
+            reads = [0 if table is None else table.reads for table in tables]
+            # Several heartbeat timeouts go by, counted in heartbeats rather than seconds.
+            await observer.until(lambda _: all(
+                _beats(handle) - first >= 12 for handle, first in zip(handles, beats, strict=True)
+            ))
+            after = [_register_calls(handle) for handle in handles]
+            snapshot = await observer.snapshot()
+            group.cancel_scope.cancel()
+    assert ended == []  # nobody's round ended
+    assert snapshot.record is not None
+    assert snapshot.record.complete
+    assert snapshot.record.participants == ("a", "b", "c")
+    if all(table is not None for table in tables):
+        # A table of the store's own: the waiters were not woken once by all those heartbeats,
+        # and each node made at most two store calls per heartbeat (its touch, the watch's read).
+        assert after == before, f"heartbeats woke the round's waiters: {before} -> {after}"
+        for table, first_beats, first_reads in zip(tables, beats, reads, strict=True):
+            assert table is not None
+            assert table.reads - first_reads <= table.touches - first_beats, (
+                "the watch read more than once a beat"
+            )
+
+
+def _beats(handle: AsyncRendezvousBackend) -> int:
+    """Heartbeats sent through *handle*: touches of its table, or writes of its one blob."""
+    assert isinstance(handle, WatchedBackend)
+    table = handle.member_table()
+    return handle.writes if table is None else table.touches
+
+
+def _register_calls(backend: AsyncRendezvousBackend) -> int:
+    return backend.register_calls if isinstance(backend, WatchedBackend) else 0
+
+
+async def test_a_vanished_joiner_never_holds_a_round_for_long(
+    make_backend: MakeBackend, observer: Observer
+) -> None:
+    # A node that joined and then vanished: its record is listed, and never refreshed again.
+    ghost_table = table_of(make_backend())
+    current = await observer.snapshot()
+    if current.record is None:
+        await observer.register.set_state(encode_record(RoundRecord.new()))
+        current = await observer.snapshot()
+    assert current.record is not None
+    await ghost_table.put("ghost", current.record.group, b"a crashed process", None)
+    nodes = [AsyncRendezvous(make_backend(), f"n{i}", 4, 4, **FAST) for i in range(4)]
+    async with nodes[0], nodes[1], nodes[2], nodes[3]:
+        infos: list[RendezvousInfo] = []
+
+        async def drive(node: AsyncRendezvous) -> None:
+            while True:
+                info = await node.next_rendezvous()
+                if "ghost" not in info.participants:
+                    infos.append(info)
+                    return
+                # Counted into a round with the dead joiner: its watcher ends that round.
+                assert await node.wait_for_round_end() is RoundEnd.RESTARTED
+
+        with anyio.fail_after(LIMIT):
+            async with anyio.create_task_group() as group:
+                for node in nodes:
+                    group.start_soon(drive, node)
     check_round(infos)
     assert infos[0].participants == ("n0", "n1", "n2", "n3")
 
 
-async def test_closed_run_refuses_joins_and_stays_closed(make_backend: MakeBackend) -> None:
+async def test_a_frozen_node_learns_it_lost_its_rank(
+    make_backend: MakeBackend, observer: Observer
+) -> None:
+    frozen_handle = Freezable(make_backend())
+    a, b = (AsyncRendezvous(make_backend(), name, 2, 3, last_call=0.05, **FAST) for name in "ab")
+    sleeper = AsyncRendezvous(frozen_handle, "sleeper", 2, 3, last_call=0.05, **FAST)
+    async with a, b, sleeper:
+        first = await join_all([a, b, sleeper])
+        check_round(first)
+        frozen_handle.freeze()  # as SIGSTOP: no call of the node gets through
+        with anyio.fail_after(LIMIT):
+            assert await a.wait_for_round_end() is RoundEnd.RESTARTED
+            second = await join_all([a, b])
+        assert second[0].participants == ("a", "b")
+        async with anyio.create_task_group() as group:
+            outcome: list[RoundEnd | None] = []
+
+            async def wait() -> None:
+                outcome.append(await sleeper.wait_for_round_end())
+
+            group.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            frozen_handle.thaw()  # as SIGCONT
+        assert outcome == [RoundEnd.RESTARTED]
+        assert sleeper.info is None or sleeper.info.round_id != second[0].round_id
+        # It rejoins: the round ends for the other two and all three meet in a new one.
+        third: list[RendezvousInfo] = []
+
+        async def rejoin(node: AsyncRendezvous) -> None:
+            if node is not sleeper:
+                assert await node.wait_for_round_end() is not RoundEnd.CLOSED
+            third.append(await node.next_rendezvous())
+
+        with anyio.fail_after(LIMIT):
+            async with anyio.create_task_group() as group:
+                for node in (sleeper, a, b):
+                    group.start_soon(rejoin, node)
+        check_round(third)
+        assert third[0].participants == ("a", "b", "sleeper")
+        ranks = {(info.round_id, info.rank) for info in first + second + third}
+        assert len(ranks) == len(first) + len(second) + len(third)  # no rank held twice
+
+
+class Freezable(WatchedBackend):
+    """A handle whose calls all stop while frozen, as a stopped process's would."""
+
+    def __init__(self, backend: AsyncRendezvousBackend) -> None:
+        assert isinstance(backend, WatchedBackend)
+        super().__init__(backend.inner, backend.changes,
+                         one_blob=backend.member_table() is None)
+        self._thawed = anyio.Event()
+        self._thawed.set()
+        if self._table is not None:
+            self._table = FreezableTable(self._table, self)
+
+    def freeze(self) -> None:
+        self._thawed = anyio.Event()
+
+    def thaw(self) -> None:
+        self._thawed.set()
+
+    async def gate(self) -> None:
+        await self._thawed.wait()
+
+    async def get_state(self) -> tuple[bytes, Token] | None:
+        await self.gate()
+        return await super().get_state()
+
+    async def set_state(
+        self, state: bytes, token: Token | None = None
+    ) -> tuple[bytes, Token, bool]:
+        await self.gate()
+        return await super().set_state(state, token)
+
+    async def wait_for_change(
+        self, token: Token | None, *, timeout: float | None = None
+    ) -> tuple[bytes, Token] | None:
+        await self.gate()
+        result = await super().wait_for_change(token, timeout=timeout)
+        await self.gate()
+        return result
+
+
+class FreezableTable(WatchedTable):
+    def __init__(self, table: WatchedTable, gate: Freezable) -> None:
+        super().__init__(table.inner, table.changes)
+        self._gate = gate
+
+    async def get(self, node: str) -> Member | None:
+        await self._gate.gate()
+        return await super().get(node)
+
+    async def put(self, node: str, group: str, value: bytes, version: Token | None) -> MemberPut:
+        await self._gate.gate()
+        return await super().put(node, group, value, version)
+
+    async def touch(self, node: str, version: Token) -> Member | None:
+        await self._gate.gate()
+        return await super().touch(node, version)
+
+    async def delete(self, node: str, version: Token) -> bool:
+        await self._gate.gate()
+        return await super().delete(node, version)
+
+
+# -- identity ------------------------------------------------------------------------------------
+
+
+async def test_a_second_live_node_with_the_same_id_fails_fast(make_backend: MakeBackend) -> None:
+    first = AsyncRendezvous(make_backend(), "same", 1, 2, last_call=0.05, **FAST)
+    twin = AsyncRendezvous(make_backend(), "same", 1, 2, last_call=0.05, **FAST)
+    async with first, twin:
+        info = await first.next_rendezvous()
+        with anyio.fail_after(LIMIT), pytest.raises(DuplicateNodeError, match="'same'") as caught:
+            await twin.next_rendezvous()
+        assert caught.value.node == "same"
+        # The live node keeps its round.
+        assert await first.wait_for_round_end(timeout=0.1) is None
+        assert first.info == info
+
+
+async def test_a_dead_nodes_id_is_taken_over_once_silent(
+    make_backend: MakeBackend, observer: Observer
+) -> None:
+    crashed = table_of(make_backend())
+    await crashed.put("reborn", "somewhere/0", b"a process that crashed", None)
+    node = AsyncRendezvous(make_backend(), "reborn", 1, 1, **FAST)
+    async with node:
+        with anyio.fail_after(LIMIT):
+            info = await node.next_rendezvous()
+    assert info.participants == ("reborn",)
+
+
+async def test_round_ids_never_repeat_when_the_store_loses_everything(
+    make_backend: MakeBackend,
+) -> None:
+    handle = make_backend()
+    node = AsyncRendezvous(handle, "n", 1, 1, **FAST)
+    first = await node.next_rendezvous()
+    second = await node.next_rendezvous()
+    assert (second.incarnation, second.round) == (first.incarnation, first.round + 1)
+    await wipe(handle)
+    third = await node.next_rendezvous()
+    assert third.incarnation != first.incarnation  # a new record: a new incarnation...
+    assert third.round > second.round  # ...and numbering goes on from what this node saw
+    assert len({first.round_id, second.round_id, third.round_id}) == 3
+
+
+async def wipe(handle: AsyncRendezvousBackend) -> None:
+    """Lose everything the store holds for the run, as a restart without persistence would."""
+    inner = handle.inner if isinstance(handle, WatchedBackend) else handle
+    if isinstance(inner, MemoryBackend):
+        inner.store._states.pop(inner.run_id, None)
+        inner.store._rosters.pop(inner.run_id, None)
+    else:
+        path = getattr(inner, "path", None)
+        assert path is not None
+        for leftover in path.parent.iterdir():
+            leftover.unlink()
+
+
+async def test_clock_offsets_between_nodes_change_nothing(make_backend: MakeBackend) -> None:
+    offsets = (0.0, 3600.0, -3600.0, 86_400.0)
+    nodes = [AsyncRendezvous(make_backend(), f"n{i}", 2, 4, last_call=0.2, **FAST)
+             for i in range(4)]
+    for node, offset in zip(nodes, offsets, strict=True):
+        node._clock = skewed(offset)  # type: ignore[method-assign]
+    async with nodes[0], nodes[1], nodes[2], nodes[3]:
+        first = await join_all(nodes)
+        check_round(first)
+        assert first[0].world_size == 4
+        # Stable: several heartbeat timeouts pass without the round ending.
+        assert await nodes[1].wait_for_round_end(timeout=4 * FAST["heartbeat_timeout"]) is None
+
+
+def skewed(offset: float) -> Callable[[], float]:
+    """A monotonic clock *offset* seconds off this process's."""
+    return lambda: anyio.current_time() + offset
+
+
+async def test_the_last_round_number_is_refused_before_writing(make_backend: MakeBackend) -> None:
+    handle = make_backend()
+    node = AsyncRendezvous(handle, "n", 1, 1, **FAST)
+    register = node._register
+    _, _, written = await register.set_state(encode_record(RoundRecord.new(MAX_ROUND)))
+    assert written
+    info = await node.next_rendezvous()
+    assert info.round == MAX_ROUND
+    held = await register.get_state()
+    # Ending the round would need round 2**63, which no reader accepts: refused, nothing written.
+    with pytest.raises(RendezvousStateError, match="every round number"):
+        await node.next_rendezvous()
+    assert await register.get_state() == held
+
+
+# -- failures ------------------------------------------------------------------------------------
+
+
+async def test_a_join_whose_reply_was_lost_leaves_no_ghost(
+    make_backend: MakeBackend, observer: Observer
+) -> None:
+    lossy = LossyBackend(make_backend())
+    victim = AsyncRendezvous(lossy, "victim", 2, 3, last_call=0.05, **FAST)
+    with pytest.raises(RendezvousConnectionError, match="lost"):
+        await victim.next_rendezvous()
+    assert lossy.lost, "the wrapper must have applied and then lost a write"
+    snapshot = await observer.snapshot()
+    assert not snapshot.listed("victim")
+    others = [AsyncRendezvous(make_backend(), name, 2, 3, last_call=0.05, **FAST)
+              for name in "xy"]
+    infos = await join_all(others)
+    check_round(infos)
+    assert infos[0].participants == ("x", "y")
+
+
+class LossyBackend(WatchedBackend):
+    """Applies the first write of a node's record, then reports a lost connection."""
+
+    def __init__(self, backend: AsyncRendezvousBackend) -> None:
+        assert isinstance(backend, WatchedBackend)
+        super().__init__(backend.inner, backend.changes, one_blob=backend.member_table() is None)
+        self.lost = False
+        if self._table is not None:
+            self._table = LossyTable(self._table, self)
+
+    async def set_state(
+        self, state: bytes, token: Token | None = None
+    ) -> tuple[bytes, Token, bool]:
+        result = await super().set_state(state, token)
+        if self._table is None and not self.lost and b"victim" in state:
+            self.lost = True  # the emulated table's put is a write of the blob
+            raise RendezvousConnectionError("connection lost after the write applied")
+        return result
+
+
+class LossyTable(WatchedTable):
+    def __init__(self, table: WatchedTable, owner: LossyBackend) -> None:
+        super().__init__(table.inner, table.changes)
+        self._owner = owner
+
+    async def put(self, node: str, group: str, value: bytes, version: Token | None) -> MemberPut:
+        result = await super().put(node, group, value, version)
+        if not self._owner.lost:
+            self._owner.lost = True
+            raise RendezvousConnectionError("connection lost after the write applied")
+        return result
+
+
+async def test_closed_run_refuses_joins_and_stays_closed(
+    make_backend: MakeBackend, observer: Observer
+) -> None:
     a, b, c = (AsyncRendezvous(make_backend(), name, 3, 3, **FAST) for name in "abc")
     async with a:
         with anyio.fail_after(LIMIT):
@@ -252,18 +553,27 @@ async def test_closed_run_refuses_joins_and_stays_closed(make_backend: MakeBacke
                         await a.next_rendezvous()
 
                 group.start_soon(pending)
-                await until(b.backend, lambda s: s.participants == ("a",))
+                await observer.until(lambda s: s.joined == ("a",))
                 assert not await b.is_closed()
                 await b.close()
         assert await a.is_closed()
         with pytest.raises(RendezvousClosedError):
             await c.next_rendezvous()
-        state = await until(c.backend, lambda s: True)
-        assert state.closed
-        assert not state.listed("a")
-        assert not state.listed("c")
+        snapshot = await observer.snapshot()
+        assert snapshot.record is not None
+        assert snapshot.record.closed
+        assert not snapshot.listed("a")
+        assert not snapshot.listed("c")
         await b.close()  # idempotent
         assert await c.is_closed()
+
+
+async def test_closing_an_empty_run(make_backend: MakeBackend) -> None:
+    closer = AsyncRendezvous(make_backend(), "closer", 1, 1, **FAST)
+    await closer.close()
+    assert await closer.is_closed()
+    with pytest.raises(RendezvousClosedError):
+        await AsyncRendezvous(make_backend(), "late", 1, 1, **FAST).next_rendezvous()
 
 
 async def test_wait_for_round_end_reports_closing(make_backend: MakeBackend) -> None:
@@ -275,45 +585,46 @@ async def test_wait_for_round_end_reports_closing(make_backend: MakeBackend) -> 
         assert await a.wait_for_round_end() is RoundEnd.CLOSED
 
 
-async def test_join_timeout_withdraws_the_node(make_backend: MakeBackend) -> None:
+async def test_join_timeout_withdraws_the_node(
+    make_backend: MakeBackend, observer: Observer
+) -> None:
     lonely = AsyncRendezvous(make_backend(), "lonely", 2, 2, heartbeat=0.05, join_timeout=0.2)
     with pytest.raises(RendezvousTimeoutError, match="lonely"):
         await lonely.next_rendezvous()
-    state = await until(lonely.backend, lambda s: True)
-    assert not state.listed("lonely")
+    assert not (await observer.snapshot()).listed("lonely")
     assert lonely.info is None
 
 
-async def test_cancelled_join_withdraws_the_node(make_backend: MakeBackend) -> None:
+async def test_cancelled_join_withdraws_the_node(
+    make_backend: MakeBackend, observer: Observer
+) -> None:
     node = AsyncRendezvous(make_backend(), "cancelled", 2, 2, **FAST)
-    observer = make_backend()
     async with anyio.create_task_group() as group:
         group.start_soon(node.next_rendezvous)
-        await until(observer, lambda s: s.participants == ("cancelled",))
+        await observer.until(lambda s: s.joined == ("cancelled",))
         group.cancel_scope.cancel()
-    state = await until(observer, lambda s: True)
-    assert not state.listed("cancelled")
-    # A second node can then complete a round with a third, without the cancelled one.
+    assert not (await observer.snapshot()).listed("cancelled")
+    # Two other nodes then complete a round, without the cancelled one.
     infos = await join_all([AsyncRendezvous(make_backend(), n, 2, 2, **FAST) for n in "xy"])
     assert infos[0].participants == ("x", "y")
 
 
-async def test_leaving_on_exit(make_backend: MakeBackend) -> None:
+async def test_leaving_on_exit(make_backend: MakeBackend, observer: Observer) -> None:
     a, b = (AsyncRendezvous(make_backend(), name, 2, 2, **FAST) for name in "ab")
     async with b:
         async with a:
             await join_all([a, b])
         assert a.info is None
         assert await b.wait_for_round_end() is RoundEnd.RESTARTED
-    state = await until(a.backend, lambda s: True)
-    assert not state.heartbeats
+    snapshot = await observer.snapshot()
+    assert not snapshot.members
 
 
-async def test_one_join_at_a_time(make_backend: MakeBackend) -> None:
+async def test_one_join_at_a_time(make_backend: MakeBackend, observer: Observer) -> None:
     node = AsyncRendezvous(make_backend(), "n", 2, 2, **FAST)
     async with anyio.create_task_group() as group:
         group.start_soon(node.next_rendezvous)
-        await until(node.backend, lambda s: s.listed("n"))
+        await observer.until(lambda s: s.listed("n"))
         with pytest.raises(RuntimeError, match="already running"):
             await node.next_rendezvous()
         group.cancel_scope.cancel()
@@ -323,7 +634,8 @@ async def test_one_join_at_a_time(make_backend: MakeBackend) -> None:
 
 @pytest.mark.parametrize(
     "stored",
-    [b"junk", pickle.dumps({"round": 0}), json.dumps({"v": 99}).encode()],
+    [b"junk", pickle.dumps({"round": 0}), json.dumps({"v": 99}).encode(),
+     json.dumps({"v": 1, "round": 0}).encode()],
 )
 async def test_undecodable_state_is_an_error_and_is_kept(
     make_backend: MakeBackend, stored: bytes
@@ -358,13 +670,17 @@ async def test_argument_checks() -> None:
         AsyncRendezvous(backend, "n", 1, 1, last_call=-1)
     with pytest.raises(ValueError, match="node"):
         AsyncRendezvous(backend, "", 1, 1)
+    with pytest.raises(ValueError, match="node"):
+        AsyncRendezvous(backend, "a\x00b", 1, 1)
     rendezvous = AsyncRendezvous(backend, "n", 1, 2)
     assert (rendezvous.node, rendezvous.min_nodes, rendezvous.max_nodes) == ("n", 1, 2)
     assert "node='n'" in repr(rendezvous)
     assert default_node_id() != default_node_id()
 
 
-async def test_errors_in_the_block_propagate_unwrapped(make_backend: MakeBackend) -> None:
+async def test_errors_in_the_block_propagate_unwrapped(
+    make_backend: MakeBackend, observer: Observer
+) -> None:
     node = AsyncRendezvous(make_backend(), "n", 1, 1, **FAST)
 
     async def join_after_closing() -> None:
@@ -375,8 +691,7 @@ async def test_errors_in_the_block_propagate_unwrapped(make_backend: MakeBackend
 
     with pytest.raises(RendezvousClosedError):  # itself, not in an ExceptionGroup
         await join_after_closing()
-    state = await until(node.backend, lambda s: True)
-    assert not state.listed("n")  # it left on the way out
+    assert not (await observer.snapshot()).listed("n")  # it left on the way out
     with anyio.move_on_after(0.01) as scope:
         async with node:
             await anyio.sleep_forever()

@@ -12,12 +12,18 @@ hop is several times faster and runs on trio as well as asyncio.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fcntl
 import hashlib
+import json
 import os
 import threading
+import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -31,11 +37,21 @@ from .._backend import (
     check_state,
     check_timeout,
 )
-from .._errors import RendezvousConnectionError
+from .._errors import RendezvousConnectionError, RendezvousStateError
+from .._members import (
+    Member,
+    MemberPut,
+    MemberTable,
+    check_group,
+    check_member_value,
+    check_node,
+)
 from .._notify import ChangeNotifier
 from . import _fileformat
 
-__all__ = ("DEFAULT_POLL_INTERVAL", "FileBackend", "from_url")
+__all__ = ("DEFAULT_POLL_INTERVAL", "FileBackend", "FileMemberTable", "from_url")
+
+_T = TypeVar("_T")
 
 DEFAULT_POLL_INTERVAL = 0.05
 """Seconds between re-reads of the file while waiting for another process's write."""
@@ -90,6 +106,7 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
         self._directory = Path(directory).absolute()
         stem = _file_stem(run_id)
         self._path = self._directory / f"{stem}.rdzv"
+        self._members_path = self._directory / f"{stem}.members"
         self._lock_path = self._directory / f"{stem}.lock"
         self._durable = durable
         self._poll_interval = poll_interval
@@ -138,30 +155,31 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
             self._fd_pid = pid
         return self._lock_fd
 
-    def _write_sync(self, data: bytes) -> None:
-        tmp_path = self._directory / f".{self._path.name}.{os.urandom(8).hex()}.tmp"
+    def _write_sync(self, path: Path, data: bytes, *, durable: bool) -> None:
+        tmp_path = self._directory / f".{path.name}.{os.urandom(8).hex()}.tmp"
         fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                if self._durable:
+                if durable:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp_path, self._path)
+            os.replace(tmp_path, path)
         except BaseException:
             tmp_path.unlink(missing_ok=True)
             raise
-        if self._durable:
+        if durable:
             dir_fd = os.open(self._directory, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
 
-    def _compare_and_set_sync(self, state: bytes, token: Token | None) -> tuple[bytes, Token, bool]:
+    def _locked(self, section: Callable[[], _T]) -> _T:
+        """Run *section* holding this handle's thread lock and the run's ``flock``."""
         with self._thread_lock:
             try:
                 lock_fd = self._open_lock_sync()
@@ -169,23 +187,30 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
             except OSError as exc:
                 raise RendezvousConnectionError(f"cannot lock {self._lock_path}: {exc}") from exc
             try:
-                current = self._read_sync()
-                if current is None:
-                    if token is not None:
-                        return b"", None, False
-                    incarnation, counter = os.urandom(16), 1
-                else:
-                    if not _same_token(current[1], token):
-                        return current[0], current[1], False
-                    incarnation_hex, _, counter_text = current[1].partition("-")
-                    incarnation, counter = bytes.fromhex(incarnation_hex), int(counter_text) + 1
-                try:
-                    self._write_sync(_fileformat.encode(incarnation, counter, state))
-                except OSError as exc:
-                    raise RendezvousConnectionError(f"cannot write {self._path}: {exc}") from exc
-                return state, _fileformat.format_token(incarnation, counter), True
+                return section()
             finally:
                 fcntl.flock(lock_fd, fcntl.LOCK_UN)
+
+    def _compare_and_set_sync(self, state: bytes, token: Token | None) -> tuple[bytes, Token, bool]:
+        def section() -> tuple[bytes, Token, bool]:
+            current = self._read_sync()
+            if current is None:
+                if token is not None:
+                    return b"", None, False
+                incarnation, counter = os.urandom(16), 1
+            else:
+                if not _same_token(current[1], token):
+                    return current[0], current[1], False
+                incarnation_hex, _, counter_text = current[1].partition("-")
+                incarnation, counter = bytes.fromhex(incarnation_hex), int(counter_text) + 1
+            data = _fileformat.encode(incarnation, counter, state)
+            try:
+                self._write_sync(self._path, data, durable=self._durable)
+            except OSError as exc:
+                raise RendezvousConnectionError(f"cannot write {self._path}: {exc}") from exc
+            return state, _fileformat.format_token(incarnation, counter), True
+
+        return self._locked(section)
 
     def _close_sync(self) -> None:
         with self._thread_lock:
@@ -236,6 +261,189 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
         if not self._closed:
             self._closed = True
             await anyio.to_thread.run_sync(self._close_sync)
+
+    def member_table(self) -> FileMemberTable:
+        """The run's member records, in ``<directory>/<run_id>.members`` (ages by this machine's
+        monotonic clock, which every process on it shares)."""
+        return FileMemberTable(self)
+
+
+def _boot_id() -> str:
+    """This boot of the machine: monotonic times of another boot are meaningless here."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as file:
+            return file.read().strip()
+    except OSError:  # not Linux: a record from before a reboot merely looks fresh or stale
+        return ""
+
+
+_BOOT_ID = _boot_id()
+
+
+class FileMemberTable(MemberTable):
+    """The file backend's member table: every record of a run in one file, ``<run_id>.members``.
+
+    A write takes the run's lock (the one ``set_state`` takes), re-reads the file, changes it and
+    renames a new file over it, in one worker-thread hop; readers take no lock. Record writes are
+    not ``fsync``\ ed even when the backend is durable: they say which processes are alive, and
+    a machine crash ends every process they could speak of. Ages come from ``time.monotonic()``,
+    one clock for every process of the machine, tagged with the boot they were taken in.
+
+    The file is the state file's format (:mod:`._fileformat`) around JSON: the header's counter
+    is the next number to hand out as a version or seq, its incarnation a random id drawn when the
+    file is created, so versions never repeat (``"<incarnation hex>-<number>"``).
+    """
+
+    has_clock = True
+
+    def __init__(self, backend: FileBackend) -> None:
+        self._backend = backend
+        self._path = backend._members_path
+
+    def __repr__(self) -> str:
+        return f"FileMemberTable({str(self._path)!r})"
+
+    # -- the file, in worker threads -------------------------------------------------------------
+
+    def _load(self) -> tuple[bytes, int, dict[str, list[Any]]]:
+        """``(incarnation, next number, records)``; a new, empty table if there is no file."""
+        try:
+            with open(self._path, "rb") as file:
+                data = file.read()
+        except FileNotFoundError:
+            return os.urandom(16), 1, {}
+        except OSError as exc:
+            raise RendezvousConnectionError(f"cannot read {self._path}: {exc}") from exc
+        incarnation, next_number, payload = _fileformat.decode(data)
+        try:
+            records = json.loads(payload)
+            if type(records) is not dict:
+                raise ValueError("not an object")
+            for node, fields in records.items():
+                check_node(node)
+                group, value, version, seq, boot, written_at = fields
+                check_group(group)
+                base64.b64decode(value, validate=True)
+                if not (type(version) is int and type(seq) is int and type(boot) is str
+                        and type(written_at) is float):
+                    raise ValueError("a field has the wrong type")
+        except (ValueError, TypeError, binascii.Error) as exc:
+            raise RendezvousStateError(f"member file {self._path} is malformed: {exc}") from exc
+        return incarnation, next_number, records
+
+    def _member(self, incarnation: bytes, node: str, fields: list[Any], now: float) -> Member:
+        group, value, version, seq, boot, written_at = fields
+        # A record of another boot was written by a process that no longer runs.
+        age = max(0.0, now - written_at) if boot == _BOOT_ID else float(2**31)
+        return Member(node, group, base64.b64decode(value),
+                      _fileformat.format_token(incarnation, version), seq, age)
+
+    def _read(self, node: str) -> Member | None:
+        incarnation, _, records = self._load()
+        fields = records.get(node)
+        return None if fields is None else self._member(incarnation, node, fields,
+                                                         time.monotonic())
+
+    def _members(self, group: str) -> list[Member]:
+        incarnation, _, records = self._load()
+        now = time.monotonic()
+        found = [self._member(incarnation, node, fields, now)
+                 for node, fields in records.items() if fields[0] == group]
+        return sorted(found, key=lambda member: member.seq)
+
+    def _change(
+        self, change: Callable[[bytes, int, dict[str, list[Any]]], tuple[bool, _T]]
+    ) -> _T:
+        """Apply *change* to the records under the run's lock; write the file if it says so."""
+        backend = self._backend
+
+        def section() -> _T:
+            incarnation, next_number, records = self._load()
+            write, result = change(incarnation, next_number, records)
+            if write:
+                payload = json.dumps(records, separators=(",", ":")).encode()
+                data = _fileformat.encode(incarnation, next_number + 1, payload)
+                try:
+                    backend._write_sync(self._path, data, durable=False)
+                except OSError as exc:
+                    raise RendezvousConnectionError(f"cannot write {self._path}: {exc}") from exc
+            return result
+
+        return backend._locked(section)
+
+    # -- the table -------------------------------------------------------------------------------
+
+    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        self._backend._check_open()
+        return await anyio.to_thread.run_sync(function, *args)
+
+    async def get(self, node: str) -> Member | None:
+        check_node(node)
+        return await self._run(self._read, node)
+
+    async def members(self, group: str) -> list[Member]:
+        check_group(group)
+        return await self._run(self._members, group)
+
+    async def count(self, group: str) -> int:
+        return len(await self.members(group))
+
+    async def put(
+        self, node: str, group: str, value: bytes, version: Token | None
+    ) -> MemberPut:
+        check_node(node)
+        check_group(group)
+        value = check_member_value(value)
+
+        def change(
+            incarnation: bytes, next_number: int, records: dict[str, list[Any]]
+        ) -> tuple[bool, MemberPut]:
+            now = time.monotonic()
+            current = records.get(node)
+            if current is None:
+                if version is not None:
+                    return False, MemberPut(None, False, 0)
+            elif not _same_token(_fileformat.format_token(incarnation, current[2]), version):
+                return False, MemberPut(self._member(incarnation, node, current, now), False, 0)
+            records[node] = [group, base64.b64encode(value).decode("ascii"), next_number,
+                             next_number, _BOOT_ID, now]
+            size = sum(1 for fields in records.values() if fields[0] == group)
+            return True, MemberPut(self._member(incarnation, node, records[node], now), True, size)
+
+        return await self._run(self._change, change)
+
+    async def touch(self, node: str, version: Token) -> Member | None:
+        check_node(node)
+
+        def change(
+            incarnation: bytes, next_number: int, records: dict[str, list[Any]]
+        ) -> tuple[bool, Member | None]:
+            current = records.get(node)
+            if current is None or not _same_token(
+                _fileformat.format_token(incarnation, current[2]), version
+            ):
+                return False, None
+            now = time.monotonic()
+            records[node] = [current[0], current[1], next_number, current[3], _BOOT_ID, now]
+            return True, self._member(incarnation, node, records[node], now)
+
+        return await self._run(self._change, change)
+
+    async def delete(self, node: str, version: Token) -> bool:
+        check_node(node)
+
+        def change(
+            incarnation: bytes, next_number: int, records: dict[str, list[Any]]
+        ) -> tuple[bool, bool]:
+            current = records.get(node)
+            if current is None or not _same_token(
+                _fileformat.format_token(incarnation, current[2]), version
+            ):
+                return False, False
+            del records[node]
+            return True, True
+
+        return await self._run(self._change, change)
 
 
 def from_url(url: str, *, run_id: str) -> FileBackend:

@@ -8,7 +8,9 @@ contract: a write is one dictionary update under a lock, so the cost measured in
 from __future__ import annotations
 
 import threading
+import time
 import urllib.parse
+from dataclasses import dataclass
 
 import anyio
 
@@ -21,10 +23,19 @@ from .._backend import (
     check_state,
     check_timeout,
 )
+from .._members import (
+    Member,
+    MemberPut,
+    MemberTable,
+    check_group,
+    check_member_value,
+    check_node,
+)
 from .._notify import ChangeNotifier
 
 __all__ = (
     "MemoryBackend",
+    "MemoryMemberTable",
     "MemoryStore",
     "MemoryToken",
     "default_store",
@@ -56,6 +67,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._states: dict[str, tuple[bytes, MemoryToken]] = {}
+        self._rosters: dict[str, _Roster] = {}
         self._notifier = ChangeNotifier()
 
     def _get(self, run_id: str) -> tuple[bytes, MemoryToken] | None:
@@ -157,6 +169,162 @@ class MemoryBackend(RunHandle, AsyncRendezvousBackend):
 
     async def aclose(self) -> None:
         self._closed = True
+
+    def member_table(self) -> MemoryMemberTable:
+        """The run's member records, kept in the same store (ages by this process's clock)."""
+        return MemoryMemberTable(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    group: str
+    value: bytes
+    version: MemoryToken
+    seq: int
+    written_at: float  # time.monotonic() of the last put or touch
+
+
+class _Roster:
+    """One run's member records; guarded by the store's lock."""
+
+    __slots__ = ("groups", "records", "seq")
+
+    def __init__(self) -> None:
+        self.records: dict[str, _Record] = {}
+        self.groups: dict[str, set[str]] = {}
+        self.seq = 0
+
+    def leave_group(self, node: str, group: str) -> None:
+        nodes = self.groups[group]
+        nodes.discard(node)
+        if not nodes:
+            del self.groups[group]
+
+
+class MemoryMemberTable(MemberTable):
+    """The memory backend's member table: records in the backend's :class:`MemoryStore`.
+
+    Every call is one critical section under the store's lock, with no await inside; ages come
+    from ``time.monotonic()``, which every handle of the store shares (one process).
+    """
+
+    has_clock = True
+
+    def __init__(self, backend: MemoryBackend) -> None:
+        self._backend = backend
+        self._store = backend.store
+        self._run_id = backend.run_id
+
+    def __repr__(self) -> str:
+        return f"MemoryMemberTable(run_id={self._run_id!r})"
+
+    def _roster(self) -> _Roster:
+        self._backend._check_open()
+        roster = self._store._rosters.get(self._run_id)
+        if roster is None:
+            roster = self._store._rosters.setdefault(self._run_id, _Roster())
+        return roster
+
+    @staticmethod
+    def _member(node: str, record: _Record, now: float) -> Member:
+        return Member(node, record.group, record.value, record.version, record.seq,
+                      max(0.0, now - record.written_at))
+
+    def _notify(self, node: str) -> None:
+        self._store._notifier.notify((self._run_id, node))
+
+    async def get(self, node: str) -> Member | None:
+        check_node(node)
+        roster = self._roster()
+        with self._store._lock:
+            record = roster.records.get(node)
+            return None if record is None else self._member(node, record, time.monotonic())
+
+    async def members(self, group: str) -> list[Member]:
+        check_group(group)
+        roster = self._roster()
+        with self._store._lock:
+            now = time.monotonic()
+            found = [self._member(node, roster.records[node], now)
+                     for node in roster.groups.get(group, ())]
+        found.sort(key=lambda member: member.seq)
+        return found
+
+    async def count(self, group: str) -> int:
+        check_group(group)
+        roster = self._roster()
+        with self._store._lock:
+            return len(roster.groups.get(group, ()))
+
+    async def put(
+        self, node: str, group: str, value: bytes, version: Token | None
+    ) -> MemberPut:
+        check_node(node)
+        check_group(group)
+        value = check_member_value(value)
+        roster = self._roster()
+        with self._store._lock:
+            now = time.monotonic()
+            current = roster.records.get(node)
+            if current is None if version is None else (
+                current is not None and current.version is version
+            ):
+                if current is not None:
+                    roster.leave_group(node, current.group)
+                roster.seq += 1
+                record = _Record(group, value, MemoryToken(), roster.seq, now)
+                roster.records[node] = record
+                members = roster.groups.setdefault(group, set())
+                members.add(node)
+                result = MemberPut(self._member(node, record, now), True, len(members))
+            else:
+                shown = None if current is None else self._member(node, current, now)
+                return MemberPut(shown, False, 0)
+        self._notify(node)
+        return result
+
+    async def touch(self, node: str, version: Token) -> Member | None:
+        check_node(node)
+        roster = self._roster()
+        with self._store._lock:
+            current = roster.records.get(node)
+            if current is None or current.version is not version:
+                return None
+            now = time.monotonic()
+            record = _Record(current.group, current.value, MemoryToken(), current.seq, now)
+            roster.records[node] = record
+            touched = self._member(node, record, now)
+        self._notify(node)
+        return touched
+
+    async def delete(self, node: str, version: Token) -> bool:
+        check_node(node)
+        roster = self._roster()
+        with self._store._lock:
+            current = roster.records.get(node)
+            if current is None or current.version is not version:
+                return False
+            del roster.records[node]
+            roster.leave_group(node, current.group)
+        self._notify(node)
+        return True
+
+    async def wait_for_change(
+        self, node: str, version: Token | None, *, timeout: float | None = None
+    ) -> bool:
+        check_node(node)
+        check_timeout(timeout)
+        roster = self._roster()
+        with anyio.move_on_after(timeout):
+            while True:
+                with self._store._notifier.watching((self._run_id, node)) as changed:
+                    current = roster.records.get(node)
+                    if (current is None) != (version is None) or (
+                        current is not None and current.version is not version
+                    ):
+                        return True
+                    await changed.wait()
+        return False
 
 
 def from_url(url: str, *, run_id: str) -> MemoryBackend:

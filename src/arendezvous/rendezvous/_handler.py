@@ -1,43 +1,9 @@
 """``AsyncRendezvous``: who is in this round, my rank, the world size; a new round when it changes.
 
-The semantics are PyTorch's ``DynamicRendezvousHandler`` (``dynamic_rendezvous.py``), built
-async-native on any :class:`~arendezvous.AsyncRendezvousBackend`:
-
-* Nodes join the open round until ``max_nodes`` have joined, or until ``last_call`` seconds after
-  the ``min_nodes``-th joined; then the round is *complete* and ranks are fixed (participants
-  sorted by node id, so every node computes the same order).
-* A node arriving while a round is complete waits for the next round: in the *waiting* list if
-  the round has room, which tells the participants (:meth:`AsyncRendezvous.num_nodes_waiting`,
-  :meth:`AsyncRendezvous.wait_for_round_end`) to start a new one, else in the *redundant* list.
-* Every listed node keeps a heartbeat in the state. A node whose heartbeat is older than
-  ``heartbeat_timeout`` is evicted by whichever node notices first; evicting, or the leaving of,
-  a participant of a complete round ends that round, and a participant calling
-  :meth:`~AsyncRendezvous.next_rendezvous` again starts the next one.
-* A closed run stays closed.
-
-Nothing polls. Every wait is the backend's ``wait_for_change`` bounded by the nearest deadline
-(the join timeout, the last call, this node's next heartbeat, the next possible eviction), and a
-compare-and-swap that loses continues from the state the store returned with it.
-
-Where it departs from PyTorch's handler, and why:
-
-* A complete round's membership never changes. PyTorch removes a dead or leaving participant
-  and keeps the round "complete" until the last one has gone; here losing a participant ends the
-  round at once (the issue's "the round restarts"), and the first participant to call
-  ``next_rendezvous()`` ends it for all, instead of each waiting for the last to leave.
-* A new round starts with the waiting (then redundant) nodes already in it, in the same write,
-  so a node that restarts a round cannot complete it alone before they get in.
-* :meth:`~AsyncRendezvous.num_nodes_waiting` also counts nodes already gathering in a newer
-  round, so every old participant (and torch's agents, which poll it) sees that it must rejoin.
-* When several nodes could do the same housekeeping at the same instant (complete a round at its
-  last call, evict a dead node), the first-listed node wakes on time and the others a few
-  milliseconds apart, up to 50 ms; they are woken by its write in the meantime.
-* No rollback period after a join timeout: the node withdraws, then raises.
-* The state is versioned JSON, never pickle.
-
-Cost: every write (including each heartbeat) wakes every node waiting in ``next_rendezvous()``
-or ``wait_for_round_end()``, which re-reads the state. With N nodes beating every *h* seconds,
-each waiting node reads the state about N/h times per second; choose *h* accordingly for large N.
+The protocol, its costs and where it departs from PyTorch are in the package docstring
+(:mod:`arendezvous.rendezvous`). This module is the node's side of it: joining, waiting for the
+round's end, leaving and closing; :mod:`._liveness` keeps the node's record alive and watches
+another node's.
 """
 
 from __future__ import annotations
@@ -46,7 +12,6 @@ import logging
 import math
 import os
 import socket
-import time
 from dataclasses import dataclass
 from enum import Enum
 from itertools import count
@@ -56,9 +21,17 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._backend import AsyncRendezvousBackend, Token
-from .._errors import RendezvousClosedError, RendezvousError, RendezvousTimeoutError
-from . import _state
-from ._state import RendezvousState, Settings
+from .._emulated import emulate_member_table
+from .._errors import (
+    DuplicateNodeError,
+    RendezvousClosedError,
+    RendezvousConnectionError,
+    RendezvousError,
+    RendezvousTimeoutError,
+)
+from .._members import Member, MemberTable, check_node
+from ._liveness import Liveness
+from ._record import RoundRecord, decode_record, encode_record
 
 __all__ = ("AsyncRendezvous", "RendezvousInfo", "RoundEnd", "default_node_id")
 
@@ -66,13 +39,18 @@ logger = logging.getLogger("arendezvous.rendezvous")
 
 _node_counter = count()
 
-# Housekeeping wake-ups are staggered by list position: 5 ms apart, for the first ten nodes.
-_STAGGER_MS = 5
+# Several nodes may find the same last call due at once; the first to arrive at the round wakes
+# on time and the next ones a few milliseconds apart (the rest are woken by its write).
+_STAGGER = 0.005
 _STAGGER_STEPS = 10
 
 # Wake a little after a deadline rather than a little before it: timers may fire early by up to
 # the clock's resolution, and an early wake-up would only find nothing to do and wait again.
 _SLACK = 0.001
+
+# A put of the node's own record that keeps losing (its record replaced again and again) gives up
+# after this many attempts instead of spinning.
+_PUT_ATTEMPTS = 64
 
 
 def default_node_id() -> str:
@@ -80,30 +58,36 @@ def default_node_id() -> str:
     return f"{socket.gethostname()}_{os.getpid()}_{next(_node_counter)}"
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 @dataclass(frozen=True)
 class RendezvousInfo:
     """A completed round, as every participant sees it.
 
     :ivar node: this node's id.
-    :ivar round: the round number; it only grows, and each round completes at most once.
+    :ivar round: the round number; it grows with every round of the run's record, and a node that
+        recreates a lost record continues from the highest round it saw.
     :ivar rank: this node's rank, ``0 <= rank < world_size``.
     :ivar participants: every participant's node id in rank order (sorted by node id), the
         same tuple on every node of the round.
+    :ivar incarnation: the random id of the run's round record, drawn when the record was
+        created; ``(incarnation, round)`` -- :attr:`round_id` -- never repeats within a run,
+        even if the store loses its data and the record is created again.
     """
 
     node: str
     round: int
     rank: int
     participants: tuple[str, ...]
+    incarnation: str = ""
 
     @property
     def world_size(self) -> int:
         """How many nodes are in the round."""
         return len(self.participants)
+
+    @property
+    def round_id(self) -> str:
+        """``"<incarnation>/<round>"``: unique to this round within the run, forever."""
+        return f"{self.incarnation}/{self.round}"
 
 
 class RoundEnd(Enum):
@@ -119,27 +103,21 @@ class RoundEnd(Enum):
 
 @dataclass(frozen=True)
 class _View:
-    """What this node last saw: the decoded state and the token it was stored under."""
+    """The round record this node last saw, and the token it was stored under."""
 
-    state: RendezvousState
+    record: RoundRecord | None
     token: Token | None
 
-    @classmethod
-    def of(cls, current: tuple[bytes, Token] | None) -> _View:
-        if current is None:
-            return _EMPTY
-        return cls(_state.decode_state(current[0]), current[1])
 
-
-_EMPTY = _View(RendezvousState(), None)
+_EMPTY = _View(None, None)
 
 
 class AsyncRendezvous:
-    """One node's handle on a run's rendezvous, over any backend (see the module docstring).
+    """One node's handle on a run's rendezvous, over any backend (:mod:`arendezvous.rendezvous`).
 
-    Use it as an async context manager: that keeps the node's heartbeat alive in a background
-    task (the background task only refreshes a heartbeat the node already has; it never adds the
-    node anywhere) and leaves the rendezvous on exit::
+    Use it as an async context manager: that keeps the node's member record alive (its
+    heartbeat) and watches one other node's in background tasks, and leaves the rendezvous on
+    exit::
 
         async with open_backend(url, run_id="job-42") as backend:
             async with AsyncRendezvous(backend, "node-a", min_nodes=2, max_nodes=4,
@@ -154,14 +132,18 @@ class AsyncRendezvous:
                         break
 
     :param backend: the run's store; the rendezvous borrows it (closing it is the caller's job).
-    :param node: this node's id, unique within the run (:func:`default_node_id` makes one).
+        A backend with a member table (every bundled one) gives the O(1) protocol; any other
+        keeps the member records inside its one blob.
+    :param node: this node's id, unique among the run's live nodes (:func:`default_node_id`
+        makes one); a live duplicate raises :class:`~arendezvous.DuplicateNodeError`.
     :param min_nodes: the fewest participants a round may complete with.
     :param max_nodes: a round completes at once when this many have joined.
-    :param last_call: seconds a round stays open for more nodes once ``min_nodes`` have joined.
+    :param last_call: seconds a round stays open for more nodes once ``min_nodes`` have joined,
+        timed by each node on its own monotonic clock from when it saw the last call start.
     :param join_timeout: seconds :meth:`next_rendezvous` may take before it gives up.
-    :param heartbeat: seconds between this node's heartbeats.
-    :param heartbeat_timeout: a node whose last heartbeat is older than this is evicted
-        (default: three heartbeats, as PyTorch's ``keep_alive_max_attempt``).
+    :param heartbeat: seconds between refreshes of this node's member record.
+    :param heartbeat_timeout: a node whose record has not been refreshed for this long is
+        evicted (default: three heartbeats, as PyTorch's ``keep_alive_max_attempt``).
 
     One handle serves one node; its methods may be called from several tasks of one event loop,
     but only one :meth:`next_rendezvous` at a time.
@@ -183,7 +165,7 @@ class AsyncRendezvous:
             raise TypeError(
                 f"backend must be an AsyncRendezvousBackend, not {type(backend).__name__}"
             )
-        self._node = _state.check_node(node)
+        self._node = check_node(node)
         for name, value in (("min_nodes", min_nodes), ("max_nodes", max_nodes)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -207,24 +189,28 @@ class AsyncRendezvous:
         if heartbeat_timeout <= heartbeat:
             raise ValueError("heartbeat_timeout must be longer than heartbeat")
         self._backend = backend
+        table = backend.member_table()
+        if table is None:
+            self._register, self._table = emulate_member_table(backend)
+        else:
+            self._register, self._table = backend, table
         self._min_nodes = min_nodes
         self._max_nodes = max_nodes
+        self._last_call = float(last_call)
         self._join_timeout = float(join_timeout)
-        self._heartbeat = float(heartbeat)
-        self._heartbeat_timeout = float(heartbeat_timeout)
-        self._settings = Settings(
-            min_nodes=min_nodes,
-            max_nodes=max_nodes,
-            last_call_ms=round(last_call * 1000),
-            heartbeat_ms=round(heartbeat * 1000),
-            heartbeat_timeout_ms=round(heartbeat_timeout * 1000),
-        )
+        self._liveness = Liveness(self, float(heartbeat), float(heartbeat_timeout))
         self._view: _View | None = None
         self._info: RendezvousInfo | None = None
-        # Whether this node should be listed in the state: joining, or holding a completed round.
-        # Only then does the heartbeat task refresh its heartbeat.
-        self._active = False
         self._joining = False
+        self._highest_round = -1
+        # The largest size each group was seen to reach (puts and counts), and this node's
+        # arrival position in it (the size its own put returned).
+        self._sizes: dict[str, int] = {}
+        self._positions: dict[str, int] = {}
+        # When this node first saw the open round's last call running: (group, local time), and
+        # the group whose last call it found with too few live joiners.
+        self._last_call_seen: tuple[str, float] | None = None
+        self._last_call_failed: str | None = None
         self._task_group: TaskGroup | None = None
 
     # -- properties ------------------------------------------------------------------------------
@@ -254,89 +240,135 @@ class AsyncRendezvous:
         """The round :meth:`next_rendezvous` last returned, until the node leaves; else ``None``."""
         return self._info
 
+    @property
+    def member_table(self) -> MemberTable:
+        """Where the nodes' records live: the backend's own table, or one emulated in its blob."""
+        return self._table
+
     def __repr__(self) -> str:
         return (
             f"AsyncRendezvous({self._backend!r}, node={self._node!r}, "
             f"min_nodes={self._min_nodes}, max_nodes={self._max_nodes})"
         )
 
-    # -- reading and writing the shared state ----------------------------------------------------
+    # -- the round record ------------------------------------------------------------------------
 
-    async def _read(self) -> _View:
-        view = _View.of(await self._backend.get_state())
+    def _clock(self) -> float:
+        """This node's monotonic clock: the only clock it reads. Never compared with another
+        node's; replaced in tests to show that offsets between nodes change nothing."""
+        return anyio.current_time()
+
+    def _adopt(self, current: tuple[bytes, Token] | None) -> _View:
+        view = _EMPTY if current is None else _View(decode_record(current[0]), current[1])
+        if view.record is not None:
+            self._highest_round = max(self._highest_round, view.record.round)
         self._view = view
         return view
 
-    async def _write(self, view: _View, new: RendezvousState) -> tuple[_View, bool]:
+    async def _read(self) -> _View:
+        return self._adopt(await self._register.get_state())
+
+    async def _write(self, view: _View, new: RoundRecord) -> tuple[_View, bool]:
         """Compare-and-swap *new* over *view*; on a lost race return the store's current view."""
-        state, token, written = await self._backend.set_state(_state.encode_state(new), view.token)
+        state, token, written = await self._register.set_state(encode_record(new), view.token)
         if written:
-            result = _View(new, token)
-        elif token is None:
-            result = _EMPTY  # no state at all: the next write creates it
-        else:
-            result = _View(_state.decode_state(state), token)
-        self._view = result
-        return result, written
+            return self._adopt((state, token)), True
+        return self._adopt(None if token is None else (state, token)), False
 
-    def _maintained(
-        self, state: RendezvousState, now: int, *, beat_early: int = 0
-    ) -> RendezvousState:
-        """*state* with the housekeeping any node may do: evict the dead, complete an overdue
-        round, and refresh this node's heartbeat when due (or *beat_early* ms before)."""
-        new = _state.evict_dead(state, now, self._settings, spare=self._node)
-        if (
-            not new.complete
-            and new.last_call is not None
-            and now >= new.last_call
-            and len(new.participants) >= self._min_nodes
-        ):
-            new = _state.complete_round(new)
-        if (
-            self._active
-            and new.listed(self._node)
-            and now - new.heartbeats[self._node] >= self._settings.heartbeat_ms - beat_early
-        ):
-            new = _state.beat(new, self._node, now)
-        return new
-
-    def _next_event(self, state: RendezvousState, now: int) -> float:
-        """Seconds until the next time-driven change: a heartbeat due, an eviction, a last call."""
-        times: list[int] = []
-        if self._active and state.listed(self._node):
-            times.append(state.heartbeats[self._node] + self._settings.heartbeat_ms)
-        # Evictions and the last call fall due at one instant for every node; waking them all
-        # then is a thundering herd (1,000 in-process nodes finished 0.4 s past the last call).
-        # The first-listed node wakes on time, the next few a little later, and the rest are
-        # woken by the first one's write.
-        position = state.positions.get(self._node, _STAGGER_STEPS)
-        stagger = min(position, _STAGGER_STEPS) * _STAGGER_MS
-        oldest = state.oldest_heartbeat
-        if oldest is not None:
-            if oldest[1] != self._node:
-                times.append(oldest[0] + self._settings.heartbeat_timeout_ms + 1 + stagger)
-            elif len(state.heartbeats) > 1:
-                others = min(at for node, at in state.heartbeats.items() if node != self._node)
-                times.append(others + self._settings.heartbeat_timeout_ms + 1 + stagger)
-        if (
-            not state.complete
-            and state.last_call is not None
-            and len(state.participants) >= self._min_nodes
-        ):
-            times.append(state.last_call + stagger)
-        if not times:
-            return math.inf
-        return max(0.0, (min(times) - now) / 1000) + _SLACK
-
-    async def _settle(self, view: _View) -> _View:
-        """Write the housekeeping *view* needs (none on a closed run), retrying from lost races;
-        return the resulting view."""
-        while not view.state.closed:
-            new = self._maintained(view.state, _now_ms())
-            if new is view.state:
-                break
-            view, _ = await self._write(view, new)
+    async def _create(self) -> _View:
+        """Create the run's record (after a store lost it, numbering on from the highest round
+        this node saw)."""
+        view, _ = await self._write(_EMPTY, RoundRecord.new(self._highest_round + 1))
         return view
+
+    async def _end_round(self, view: _View, incarnation: str, round: int) -> _View:
+        """End round *round* of *incarnation* if the record still holds it complete."""
+        while True:
+            record = view.record
+            if (
+                record is None
+                or record.closed
+                or not record.complete
+                or (record.incarnation, record.round) != (incarnation, round)
+            ):
+                return view
+            view, written = await self._write(view, record.ended())
+            if written:
+                logger.info("node %r ended round %d; round %d opens", self._node, round,
+                            round + 1)
+
+    async def _end_round_of(self, info: RendezvousInfo) -> None:
+        await self._end_round(await self._read(), info.incarnation, info.round)
+
+    # -- the node's member record ----------------------------------------------------------------
+
+    def _stale(self, member: Member) -> bool:
+        """Whether the store's clock says *member* has been silent past the heartbeat timeout."""
+        return member.age is not None and member.age > self._liveness.timeout
+
+    async def _enter(self, group: str) -> int:
+        """Put this node's record into *group* (if it is not there yet); return the largest size
+        of the group this node knows."""
+        table, node, liveness = self._table, self._node, self._liveness
+        async with liveness.lock:
+            member = liveness.member
+            if member is not None and member.group == group:
+                return self._sizes.get(group, 0)
+            for _ in range(_PUT_ATTEMPTS):
+                version = None if member is None else member.version
+                put = await table.put(node, group, liveness.owner, version)
+                if put.written:
+                    assert put.member is not None
+                    liveness.wrote(put.member)
+                    self._positions[group] = put.group_size
+                    self._sizes[group] = max(self._sizes.get(group, 0), put.group_size)
+                    logger.debug("node %r joined group %s as number %d", node, group,
+                                 put.group_size)
+                    return self._sizes[group]
+                member = put.member
+                if member is None or member.value == liveness.owner:
+                    continue  # gone (retry a create), or our own write whose reply was lost
+                await self._wait_out(member)
+            raise RendezvousConnectionError(
+                f"node {node!r} could not write its member record: it changed under every one of "
+                f"{_PUT_ATTEMPTS} attempts"
+            )
+
+    async def _wait_out(self, other: Member) -> None:
+        """Another process's record holds this node id: raise if it is alive, return once it is
+        proven dead (silent for the heartbeat timeout), so that the caller takes it over."""
+        table, liveness = self._table, self._liveness
+        timeout = liveness.timeout
+        started = self._clock()
+        if table.has_clock:
+            first_age = other.age if other.age is not None and other.age > 0 else 0.0
+            while True:
+                silent = first_age + (self._clock() - started)
+                if silent > timeout:
+                    logger.info("node %r takes over a record silent for %.3g s", self._node,
+                                silent)
+                    return
+                # A live node with our settings refreshes within one heartbeat of its last write:
+                # look then, and again when the record would be past the timeout.
+                due = liveness.interval - silent if silent < liveness.interval else timeout - silent
+                await anyio.sleep(max(due, 0.0) + liveness.interval / 10 + _SLACK)
+                seen = await table.get(self._node)
+                if seen is None or seen.value == liveness.owner or self._stale(seen):
+                    return
+                if seen.version != other.version:
+                    break
+        else:
+            if not await table.wait_for_change(self._node, other.version, timeout=timeout):
+                logger.info("node %r takes over a record silent for %.3g s", self._node, timeout)
+                return
+            seen = await table.get(self._node)
+            if seen is None or seen.value == liveness.owner:
+                return
+        raise DuplicateNodeError(
+            self._node,
+            f"its record was refreshed {self._clock() - started:.3g} s after this node found it; "
+            "give every node a unique id (two processes started with the same id?)",
+        )
 
     # -- the rendezvous --------------------------------------------------------------------------
 
@@ -350,120 +382,212 @@ class AsyncRendezvous:
 
         :raises RendezvousClosedError: the run is closed.
         :raises RendezvousTimeoutError: no round including this node completed within
-            ``join_timeout`` (the node withdraws before this is raised; a node in the redundant
-            list of a full round is not timed out until it leaves that list).
+            ``join_timeout`` (a node in the redundant list of a full round is not timed out until
+            the round has room).
+        :raises DuplicateNodeError: a live node of the run uses this node id.
         :raises RendezvousStateError: the stored state cannot be decoded.
         :raises RendezvousConnectionError: the store failed.
 
-        Cancellation: the store holds this node as joined or not, never half; on cancellation
-        (and on any error) the node withdraws in a shielded step bounded by
-        ``heartbeat_timeout``, and if even that fails it is evicted when its heartbeat runs out.
+        Cancellation and errors: the node withdraws in a shielded step bounded by
+        ``heartbeat_timeout`` that re-reads what the store holds, so a join whose write applied
+        although its reply was lost is undone too; if the node had already been counted into a
+        round that completed, it ends that round, so no round completes with a node that does
+        not know it is in it. If even the withdrawal fails, the node's record stops being
+        refreshed and the others evict it.
         """
         if self._joining:
             raise RuntimeError("next_rendezvous() is already running for this node")
         self._joining = True
-        self._active = True
         self._info = None
         completed = False
         try:
             info = await self._join()
             completed = True
             self._info = info
+            self._liveness.watch_round(info)
             return info
         finally:
             self._joining = False
             if not completed:
-                self._active = False
                 await self._withdraw_quietly()
 
     async def _join(self) -> RendezvousInfo:
-        node, settings = self._node, self._settings
-        deadline = anyio.current_time() + self._join_timeout
+        node = self._node
+        clock = self._clock
+        deadline = clock() + self._join_timeout
+        paused = False  # parked in a full round: PyTorch does not time out redundant nodes
+        self._liveness.watch(None)
         view = await self._read()
-        # The round this call must end first, if we are a participant of a complete one.
-        first = view.state
-        exit_round = first.round if first.complete and node in first.participant_set else None
-        redundant_while_full = False
+        record = view.record
+        if record is not None and record.complete and self._holds(record):
+            view = await self._end_round(view, record.incarnation, record.round)
         while True:
-            state = view.state
-            if state.closed:
+            if view.record is None:
+                view = await self._create()
+                continue
+            record = view.record
+            if record.closed:
                 raise RendezvousClosedError(f"the rendezvous run is closed (node {node!r})")
-            now = _now_ms()
-            new = self._maintained(state, now)
-            if new.round == exit_round and new.complete and node in new.participant_set:
-                new = _state.end_round(new, now, settings)
-            # Done only when the *stored* state holds the complete round (a completion computed
-            # here must be written first) and housekeeping did not just end it.
-            if (
-                state.complete
-                and node in state.participant_set
-                and new.complete
-                and new.round == state.round
-            ):
-                return RendezvousInfo(node, state.round, state.rank_of(node), state.participants)
-            # PyTorch does not time out a node parked in the redundant list of a full round; its
-            # clock starts when it can join.
-            full = new.complete and len(new.participants) >= self._max_nodes
-            if node in new.redundant and full:
-                redundant_while_full = True
-            elif redundant_while_full:
-                redundant_while_full = False
-                deadline = anyio.current_time() + self._join_timeout
-            if not redundant_while_full and anyio.current_time() >= deadline:
+            if record.complete and self._holds(record):
+                logger.debug("node %r has rank %d of %d in round %d", node,
+                             record.rank_of(node), len(record.participants), record.round)
+                return RendezvousInfo(node, record.round, record.rank_of(node),
+                                      record.participants, record.incarnation)
+            if record.complete:
+                await self._enter(record.next_group)
+                full = len(record.participants) >= self._max_nodes
+                self._liveness.watch_for_waiter(record)
+                if not full and not record.waiting:
+                    view, _ = await self._write(view, record.with_waiting(True))
+                    continue
+                if full != paused:
+                    paused = full
+                    deadline = clock() + self._join_timeout
+            else:
+                size = await self._enter(record.group)
+                self._liveness.watch(None)
+                advanced = await self._advance(view, size)
+                if advanced is not None:
+                    view = advanced
+                    continue
+            now = clock()
+            if not paused and now >= deadline:
                 raise RendezvousTimeoutError(
                     f"node {node!r} found no complete round within {self._join_timeout:g} s"
                 )
-            if new.complete:
-                if node in new.participant_set:
-                    pass  # completed just now by housekeeping: written below, then returned
-                elif len(new.participants) < self._max_nodes:
-                    if node not in new.waiting:
-                        new = _state.add_waiting(new, node, now)
-                elif node not in new.redundant and node not in new.waiting:
-                    new = _state.add_redundant(new, node, now)
-            elif node not in new.participant_set:
-                if len(new.participants) < self._max_nodes:
-                    new = _state.add_participant(new, node, now, settings)
-                elif node not in new.redundant:
-                    new = _state.add_redundant(new, node, now)  # another node's larger max_nodes
-            if new is not state:
-                view, _ = await self._write(view, new)
-                continue
-            timeout = self._next_event(state, now)
-            if not redundant_while_full:
-                timeout = min(timeout, max(0.0, deadline - anyio.current_time()) + _SLACK)
-            changed = await self._backend.wait_for_change(
-                view.token, timeout=None if timeout == math.inf else timeout
+            wait = math.inf if paused else deadline - now
+            due = self._last_call_due(record)
+            if due is not None:
+                wait = min(wait, due - now)
+            beat = self._liveness.beat_due()
+            if beat is not None:
+                wait = min(wait, beat - now)
+            changed = await self._register.wait_for_change(
+                view.token, timeout=None if wait == math.inf else max(wait, 0.0) + _SLACK
             )
             if changed is not None:
-                view = _View.of(changed)
-                self._view = view
+                view = self._adopt(changed)
+            elif beat is not None and clock() >= beat:
+                await self._liveness.beat()
+
+    def _holds(self, record: RoundRecord) -> bool:
+        """Whether this node (this process, not merely this id) is a participant of *record*'s
+        round: listed, and its own member record is in the round's group."""
+        member = self._liveness.member
+        return (
+            self._node in record.participants
+            and member is not None
+            and member.group == record.group
+        )
+
+    def _last_call_due(self, record: RoundRecord) -> float | None:
+        """When this node completes the open round's running last call (local monotonic time):
+        the last call from when it first saw it running, plus a stagger by arrival. ``None`` when
+        no last call runs, or when this node's own try found too few live joiners (a node that
+        arrives later times a last call of its own)."""
+        if record.complete or not record.last_call or self._last_call_failed == record.group:
+            return None
+        seen = self._last_call_seen
+        if seen is None or seen[0] != record.group:
+            seen = self._last_call_seen = (record.group, self._clock())
+        position = self._positions.get(record.group, _STAGGER_STEPS + 1)
+        return seen[1] + self._last_call + min(position - 1, _STAGGER_STEPS) * _STAGGER
+
+    async def _advance(self, view: _View, size: int) -> _View | None:
+        """What this joiner of the open round must write now, if anything; the resulting view,
+        or ``None`` when there is nothing to do but wait."""
+        record = view.record
+        assert record is not None
+        if size >= self._max_nodes or (self._last_call == 0 and size >= self._min_nodes):
+            return await self._complete(view, expired=self._last_call == 0)
+        if record.last_call:
+            due = self._last_call_due(record)
+            if due is None or self._clock() < due:
+                return None
+            completed = await self._complete(view, expired=True)
+            if completed is None:
+                self._last_call_failed = record.group
+            return completed
+        if size >= self._min_nodes:
+            view, written = await self._write(view, record.with_last_call(True))
+            if written:
+                self._last_call_seen = (record.group, self._clock())
+                logger.debug("node %r started the last call of round %d", self._node,
+                             record.round)
+            return view
+        return None
+
+    async def _complete(self, view: _View, *, expired: bool) -> _View | None:
+        """Complete the open round with its live joiners, if there are enough (``max_nodes``, or
+        ``min_nodes`` once the last call has *expired*). ``None`` when nothing was written."""
+        record = view.record
+        assert record is not None
+        listed = await self._table.members(record.group)
+        live: list[Member] = []
+        for member in listed:
+            if member.node != self._node and self._stale(member):
+                # Silent past the timeout by the store's clock: it will never complete a round.
+                await self._table.delete(member.node, member.version)
+                logger.info("node %r dropped joiner %r: silent for %.3g s", self._node,
+                            member.node, member.age)
+            else:
+                live.append(member)
+        self._sizes[record.group] = len(live)
+        if len(live) >= self._max_nodes or (expired and len(live) >= self._min_nodes):
+            chosen = tuple(member.node for member in live[: self._max_nodes])
+            new_view, written = await self._write(view, record.completed(chosen))
+            if written:
+                logger.info("round %d formed with world size %d", record.round, len(chosen))
+            return new_view
+        return None
 
     async def _withdraw(self) -> None:
-        view = self._view if self._view is not None else await self._read()
+        """Remove this node: its record (re-read, so a write whose reply was lost is undone too)
+        and its place in any round, fencing off anyone completing the round it was joining."""
+        left = await self._liveness.drop_record()
+        view = await self._read()
         while True:
-            new = _state.remove_node(view.state, self._node, _now_ms(), self._settings)
-            if new is view.state:
+            record = view.record
+            if record is None or record.closed:
                 return
-            view, _ = await self._write(view, new)
+            if record.complete and self._node in record.participants and left == record.group:
+                await self._end_round(view, record.incarnation, record.round)
+                return
+            if not record.complete and left == record.group:
+                # A node completing this round may have listed this node before it left; a write
+                # of the record makes that node's compare-and-swap fail and list again.
+                view, written = await self._write(view, record)
+                if written:
+                    return
+                continue
+            if (
+                record.complete
+                and record.waiting
+                and left == record.next_group
+                and await self._table.count(record.next_group) == 0
+            ):
+                # The last node waiting for the next round gave up: the round is not disturbed.
+                view, written = await self._write(view, record.with_waiting(False))
+                if not written:
+                    continue
+            return
 
     async def _withdraw_quietly(self) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self._heartbeat_timeout):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._liveness.timeout):
             try:
                 await self._withdraw()
             except RendezvousError as exc:
-                logger.warning("node %r could not withdraw (%s); its heartbeat will expire",
+                logger.warning("node %r could not withdraw (%s); its record will expire",
                                self._node, exc)
 
     async def leave(self) -> None:
-        """Leave the rendezvous: this node is removed from the state and stops its heartbeat.
+        """Leave the rendezvous: this node's record is removed and its heartbeat stops.
 
         If it was a participant of a complete round, that round ends (the others see
         :attr:`RoundEnd.RESTARTED`). The node may join again later with :meth:`next_rendezvous`.
-        Cancellation leaves the node listed or not, never half; a listed node that no longer
-        heartbeats is evicted in time.
+        Cancellation leaves the node listed or not, never half; a listed node whose record is no
+        longer refreshed is evicted in time.
         """
-        self._active = False
         self._info = None
         await self._withdraw()
 
@@ -472,38 +596,54 @@ class AsyncRendezvous:
 
         A closed run stays closed. Cancellation leaves it closed or not, never half.
         """
-        view = self._view if self._view is not None else await self._read()
-        while not view.state.closed:
-            view, _ = await self._write(view, _state.close(view.state))
+        view = await self._read()
+        while True:
+            record = view.record
+            if record is not None and record.closed:
+                return
+            if record is None:
+                record = RoundRecord.new(self._highest_round + 1)
+            view, written = await self._write(view, record.closed_record())
+            if written:
+                logger.info("node %r closed the run", self._node)
+                return
 
     async def is_closed(self) -> bool:
         """Whether the run is closed (reads the store)."""
-        return (await self._read()).state.closed
+        record = (await self._read()).record
+        return record is not None and record.closed
 
     async def num_nodes_waiting(self) -> int:
-        """How many live nodes wait for a round that does not include this node's current one.
+        """How many nodes wait for a round that does not include this node's current one.
 
-        That is the waiting list, plus, when the round this node completed is over, the nodes
-        already gathering in the next one. A participant seeing a positive number should call
-        :meth:`next_rendezvous` (PyTorch's agents poll this; :meth:`wait_for_round_end` awaits it).
-        Nodes in the redundant list are not counted: the round has no room for them.
+        That is the nodes listed for the next round while the current one is complete and has
+        room, plus, when the round this node completed is over, the nodes already gathering in
+        the next one. A participant seeing a positive number should call :meth:`next_rendezvous`
+        (PyTorch's agents poll this; :meth:`wait_for_round_end` awaits it). Nodes parked while
+        the round is full are not counted: it has no room for them. One or two store reads.
         """
-        view = await self._read()
-        state = _state.evict_dead(view.state, _now_ms(), self._settings, spare=self._node)
-        waiting = len(state.waiting)
+        record = (await self._read()).record
+        if record is None:
+            return 0
+        if record.complete:
+            if len(record.participants) >= self._max_nodes:
+                return 0
+            return await self._table.count(record.next_group)
         info = self._info
-        if info is not None and not state.complete and state.round != info.round:
-            waiting += sum(1 for node in state.participants if node != self._node)
-        return waiting
+        if info is None or (info.incarnation, info.round) == (record.incarnation, record.round):
+            return 0
+        gathering = await self._table.count(record.group)
+        mine = self._liveness.member
+        return gathering - (1 if mine is not None and mine.group == record.group else 0)
 
     async def wait_for_round_end(self, *, timeout: float | None = None) -> RoundEnd | None:
         """Wait until this node's round should be re-formed; ``None`` if *timeout* passes first.
 
         Returns :attr:`RoundEnd.NODES_WAITING` when nodes wait to join, :attr:`RoundEnd.RESTARTED`
-        when the round is over, :attr:`RoundEnd.CLOSED` when the run is closed. While it waits it
-        also evicts dead nodes (which ends the round if one was a participant) and keeps this
-        node's heartbeat alive. Cancelling it changes nothing but an in-flight heartbeat or
-        eviction, which lands entirely or not at all.
+        when the round is over, :attr:`RoundEnd.CLOSED` when the run is closed. It reads the round
+        record once, then only when the store says it changed: a heartbeat changes nothing it
+        watches. (Evicting dead nodes is the background watch's job.) Cancelling it changes
+        nothing.
 
         :raises RuntimeError: this node holds no completed round (call :meth:`next_rendezvous`).
         """
@@ -513,63 +653,26 @@ class AsyncRendezvous:
         with anyio.move_on_after(timeout):
             view = await self._read()
             while True:
-                if view.state.closed:
-                    return RoundEnd.CLOSED
-                view = await self._settle(view)  # evict the dead first: they wait for nothing
-                state = view.state
-                if state.closed:
-                    continue
-                if state.round != info.round or self._node not in state.participant_set:
+                record = view.record
+                if record is None or record.incarnation != info.incarnation:
                     return RoundEnd.RESTARTED
-                if state.waiting:
+                if record.closed:
+                    return RoundEnd.CLOSED
+                if record.round != info.round or self._node not in record.participants:
+                    return RoundEnd.RESTARTED
+                if record.waiting:
                     return RoundEnd.NODES_WAITING
-                wait = self._next_event(state, _now_ms())
-                changed = await self._backend.wait_for_change(
-                    view.token, timeout=None if wait == math.inf else wait
-                )
-                if changed is not None:
-                    view = _View.of(changed)
-                    self._view = view
+                view = self._adopt(await self._register.wait_for_change(view.token))
         return None
 
-    # -- the heartbeat ---------------------------------------------------------------------------
-
-    async def _heartbeat_loop(self) -> None:
-        delay = 0.0
-        while True:
-            await anyio.sleep(delay)
-            delay = self._heartbeat  # also the retry interval after a failure
-            if not self._active:
-                continue
-            view = self._view
-            if view is not None and view.state.listed(self._node):
-                until_due = view.state.heartbeats[self._node] / 1000 + self._heartbeat - time.time()
-                if until_due > 0:
-                    delay = until_due + _SLACK
-                    continue
-            try:
-                view = view if view is not None else await self._read()
-                while True:
-                    # Beat a little early: the join loop's own beats make this one rarely needed.
-                    new = self._maintained(
-                        view.state, _now_ms(), beat_early=self._settings.heartbeat_ms // 10
-                    )
-                    if new is view.state or view.state.closed:
-                        break
-                    view, _ = await self._write(view, new)
-            except RendezvousError as exc:
-                logger.warning("node %r missed a heartbeat: %s", self._node, exc)
-            else:
-                if view.state.listed(self._node):
-                    delay = view.state.heartbeats[self._node] / 1000 + self._heartbeat - time.time()
-                    delay = max(delay, 0.0) + _SLACK
+    # -- the background tasks --------------------------------------------------------------------
 
     async def __aenter__(self) -> AsyncRendezvous:
         if self._task_group is not None:
             raise RuntimeError("this AsyncRendezvous is already entered")
         group = anyio.create_task_group()
         await group.__aenter__()
-        group.start_soon(self._heartbeat_loop)
+        self._liveness.start(group)
         self._task_group = group
         return self
 
@@ -581,7 +684,6 @@ class AsyncRendezvous:
     ) -> bool | None:
         group, self._task_group = self._task_group, None
         assert group is not None
-        self._active = False
         self._info = None
         try:
             # Leaving first, shielded: a cancelled block still tells the others it is gone.
