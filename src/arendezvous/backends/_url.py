@@ -22,6 +22,7 @@ __all__ = (
     "parse_bool",
     "parse_options",
     "parse_seconds",
+    "redact_url",
     "registered_schemes",
 )
 
@@ -147,3 +148,60 @@ def parse_seconds(value: str) -> float:
         raise ValueError("expected a positive number of seconds")
     return seconds
 
+
+
+_CREDENTIAL_OPTION = re.compile(r"pass|pwd|secret|token|credential|auth", re.IGNORECASE)
+"""Query option names that carry a credential: ``password``, ``sslpassword``, ``passfile``, ..."""
+
+
+def redact_url(url: str) -> str:
+    """*url* fit to print: the one redactor for every message, repr and program output.
+
+    A URL is how users hand over credentials, so everything that shows one shows this instead:
+
+    - userinfo: the user name stays, a password becomes ``***``. The userinfo ends at the URL's
+      *last* ``@``: a password with an unencoded ``/``, ``?``, ``#`` or ``@`` would otherwise
+      spill into what looks like the host, path or query. (When the text before the last ``@``
+      cannot be a user name -- it holds ``/``, ``?`` or ``#`` -- that ``@`` belongs to the path or
+      query, and the userinfo is what stands before the host as usual.)
+    - query: an option whose name carries a credential (``password``, ``sslpassword``,
+      ``passfile``: any name with pass, pwd, secret, token, credential or auth) keeps its name and
+      loses its value; a piece that is not ``name=value`` with an option-like name is hidden
+      whole -- after an unencoded ``&`` in a password, the rest of the password looks like one.
+    - fragment: no backend takes one, and after an unencoded ``#`` in a password it holds the
+      rest of it: hidden.
+
+    The scheme, host, port and path stay, so the result still says which store is meant.
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, rest = _split_userinfo(rest if sep else url)
+    shown = f"{scheme}{sep}" if sep else ""
+    if userinfo is not None:
+        user, colon, _ = userinfo.partition(":")
+        shown += f"{user}:***@" if colon else f"{user}@"
+    rest, hash_mark, _ = rest.partition("#")
+    base, question_mark, query = rest.partition("?")
+    shown += base + question_mark + "&".join(_redact_query_piece(p) for p in query.split("&"))
+    return shown + ("#***" if hash_mark else "")
+
+
+def _split_userinfo(rest: str) -> tuple[str | None, str]:
+    """``(userinfo or None, the rest)`` after ``scheme://``, as :func:`redact_url` explains."""
+    before, at, after = rest.rpartition("@")
+    if at and not any(mark in before.partition(":")[0] for mark in "/?#"):
+        return before, after
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    return (userinfo, host + rest[end:]) if at else (None, rest)
+
+
+def _redact_query_piece(piece: str) -> str:
+    if not piece:
+        return piece
+    name, equals, _ = piece.partition("=")
+    decoded = urllib.parse.unquote_plus(name)
+    if not equals or not _OPTION_NAME.fullmatch(decoded):
+        return "***"
+    if _CREDENTIAL_OPTION.search(decoded):
+        return f"{name}=***"
+    return piece
