@@ -159,40 +159,37 @@ def redact_url(url: str) -> str:
 
     A URL is how users hand over credentials, so everything that shows one shows this instead:
 
-    - userinfo: the user name stays, a password becomes ``***``. The userinfo ends at the URL's
-      *last* ``@``: a password with an unencoded ``/``, ``?``, ``#`` or ``@`` would otherwise
-      spill into what looks like the host, path or query. (When the text before the last ``@``
-      cannot be a user name -- it holds ``/``, ``?`` or ``#`` -- that ``@`` belongs to the path or
-      query, and the userinfo is what stands before the host as usual.)
+    - userinfo: the user name stays, a password becomes ``***``.
     - query: an option whose name carries a credential (``password``, ``sslpassword``,
       ``passfile``: any name with pass, pwd, secret, token, credential or auth) keeps its name and
       loses its value; a piece that is not ``name=value`` with an option-like name is hidden
       whole -- after an unencoded ``&`` in a password, the rest of the password looks like one.
     - fragment: no backend takes one, and after an unencoded ``#`` in a password it holds the
       rest of it: hidden.
+    - an ``@`` after the host (in the path, query or fragment) with a ``:`` anywhere before it:
+      either a password with an unencoded ``/``, ``?`` or ``#`` spilled past the host, or the
+      ``@`` belongs to the path or query and the ``:`` to a port. No reading of such a URL is safe
+      to print, so only its scheme is shown (``redis://***``).
 
-    The scheme, host, port and path stay, so the result still says which store is meant.
+    Otherwise the scheme, host, port and path stay, so the result still says which store is meant.
     """
     scheme, sep, rest = url.partition("://")
-    userinfo, rest = _split_userinfo(rest if sep else url)
     shown = f"{scheme}{sep}" if sep else ""
-    if userinfo is not None:
+    if not sep:
+        rest = url
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    if "@" in tail and ":" in rest[: rest.rfind("@")]:
+        return shown + "***"
+    userinfo, at, host = netloc.rpartition("@")
+    if at:
         user, colon, _ = userinfo.partition(":")
         shown += f"{user}:***@" if colon else f"{user}@"
-    rest, hash_mark, _ = rest.partition("#")
-    base, question_mark, query = rest.partition("?")
-    shown += base + question_mark + "&".join(_redact_query_piece(p) for p in query.split("&"))
+    tail, hash_mark, _ = tail.partition("#")
+    path, question_mark, query = tail.partition("?")
+    shown += host + path + question_mark
+    shown += "&".join(_redact_query_piece(piece) for piece in query.split("&"))
     return shown + ("#***" if hash_mark else "")
-
-
-def _split_userinfo(rest: str) -> tuple[str | None, str]:
-    """``(userinfo or None, the rest)`` after ``scheme://``, as :func:`redact_url` explains."""
-    before, at, after = rest.rpartition("@")
-    if at and not any(mark in before.partition(":")[0] for mark in "/?#"):
-        return before, after
-    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-    userinfo, at, host = rest[:end].rpartition("@")
-    return (userinfo, host + rest[end:]) if at else (None, rest)
 
 
 def _redact_query_piece(piece: str) -> str:
