@@ -20,6 +20,7 @@ from ._errors import RendezvousTimeoutError as RendezvousTimeoutError
 from ._members import Member as Member
 from ._members import MemberPut as MemberPut
 from ._members import MemberTable as MemberTable
+from ._version import __version__ as __version__
 from .backends._url import open_backend as open_backend
 from .backends._url import registered_schemes as registered_schemes
 from .backends.etcd import EtcdBackend as EtcdBackend
@@ -33,8 +34,6 @@ from .rendezvous import RendezvousInfo as RendezvousInfo
 from .rendezvous import RoundEnd as RoundEnd
 from .rendezvous import SyncRendezvous as SyncRendezvous
 from .sync import SyncBackend as SyncBackend
-
-__version__ = "0.1.0"
 
 __all__ = (
     "DEFAULT_MAX_STATE_SIZE",

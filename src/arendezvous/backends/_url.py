@@ -22,6 +22,7 @@ __all__ = (
     "parse_bool",
     "parse_options",
     "parse_seconds",
+    "redact_url",
     "registered_schemes",
 )
 
@@ -147,3 +148,57 @@ def parse_seconds(value: str) -> float:
         raise ValueError("expected a positive number of seconds")
     return seconds
 
+
+
+_CREDENTIAL_OPTION = re.compile(r"pass|pwd|secret|token|credential|auth", re.IGNORECASE)
+"""Query option names that carry a credential: ``password``, ``sslpassword``, ``passfile``, ..."""
+
+
+def redact_url(url: str) -> str:
+    """*url* fit to print: the one redactor for every message, repr and program output.
+
+    A URL is how users hand over credentials, so everything that shows one shows this instead:
+
+    - userinfo: the user name stays, a password becomes ``***``.
+    - query: an option whose name carries a credential (``password``, ``sslpassword``,
+      ``passfile``: any name with pass, pwd, secret, token, credential or auth) keeps its name and
+      loses its value; a piece that is not ``name=value`` with an option-like name is hidden
+      whole -- after an unencoded ``&`` in a password, the rest of the password looks like one.
+    - fragment: no backend takes one, and after an unencoded ``#`` in a password it holds the
+      rest of it: hidden.
+    - an ``@`` after the host (in the path, query or fragment) with a ``:`` anywhere before it:
+      either a password with an unencoded ``/``, ``?`` or ``#`` spilled past the host, or the
+      ``@`` belongs to the path or query and the ``:`` to a port. No reading of such a URL is safe
+      to print, so only its scheme is shown (``redis://***``).
+
+    Otherwise the scheme, host, port and path stay, so the result still says which store is meant.
+    """
+    scheme, sep, rest = url.partition("://")
+    shown = f"{scheme}{sep}" if sep else ""
+    if not sep:
+        rest = url
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    if "@" in tail and ":" in rest[: rest.rfind("@")]:
+        return shown + "***"
+    userinfo, at, host = netloc.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        shown += f"{user}:***@" if colon else f"{user}@"
+    tail, hash_mark, _ = tail.partition("#")
+    path, question_mark, query = tail.partition("?")
+    shown += host + path + question_mark
+    shown += "&".join(_redact_query_piece(piece) for piece in query.split("&"))
+    return shown + ("#***" if hash_mark else "")
+
+
+def _redact_query_piece(piece: str) -> str:
+    if not piece:
+        return piece
+    name, equals, _ = piece.partition("=")
+    decoded = urllib.parse.unquote_plus(name)
+    if not equals or not _OPTION_NAME.fullmatch(decoded):
+        return "***"
+    if _CREDENTIAL_OPTION.search(decoded):
+        return f"{name}=***"
+    return piece

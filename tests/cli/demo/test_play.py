@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from arendezvous._demo import run_demo
+from arendezvous.cli.demo import run_demo
 
 pytestmark = pytest.mark.anyio
 

@@ -15,15 +15,10 @@ import pytest
 
 import _broken_backends
 from arendezvous import AsyncRendezvousBackend
-from arendezvous._check import CheckOptions, main, run_check
-from arendezvous._check_client import DecodedToken, StoreTokenCodec
 from arendezvous.backends import _url
-from arendezvous.backends.etcd import EtcdToken
-from arendezvous.backends.postgres import PostgresToken
-from arendezvous.backends.redis import RedisToken
+from arendezvous.cli.check import CheckOptions, main, run_check
 from arendezvous.testing.history import load
 from arendezvous.testing.linearizability import check
-from arendezvous.testing.servers import ServerNotFoundError, find_binary
 
 SHORT = ["--clients", "4", "--ops", "300", "--seed", "7"]
 
@@ -91,43 +86,6 @@ def test_an_opener_serves_backends_without_a_scheme() -> None:
     )
     assert status == 1
     assert "VIOLATION" in out.getvalue()
-
-
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_progress_is_one_line_on_a_terminal_and_lines_otherwise() -> None:
-    options = CheckOptions(url="memory://", clients=2, ops=100, seed=3)
-    terminal, pipe = _Terminal(), io.StringIO()
-    assert run_check(options, out=io.StringIO(), err=terminal) == 0
-    assert run_check(options, out=io.StringIO(), err=pipe) == 0
-    shown = terminal.getvalue()
-    assert re.search(r"\r\s*[\d.]+ s  ops 100/100  ok 100  fail 0  unknown 0\x1b\[K\n", shown)
-    assert "\r" not in pipe.getvalue()
-    assert re.search(r"^\s*[\d.]+ s  ops 100/100 ", pipe.getvalue(), re.MULTILINE)
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        ([], "give a backend URL or --start"),
-        (["memory://", "--start", "redis"], "give a backend URL or --start"),
-        (["memory://", "--faults", "kill-server"], "needs a server the harness starts"),
-        (["memory://", "--faults", "kill-writer"], "memory:// state lives in one process"),
-        (["memory://", "--kills", "-1"], "--kills must not be negative"),
-        (["--start", "etcd", "--event-loop", "trio"], "run only on asyncio"),
-        (["nosuch://x"], "unknown backend URL scheme 'nosuch'"),
-        (["memory://?colour=red"], "unknown option 'colour'"),
-    ],
-)
-def test_usage_errors_exit_2(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    status, _, err = _run([*argv, "--ops", "10"], capsys)
-    assert status == 2
-    assert message in err
 
 
 def test_an_unreachable_store_gives_no_verdict(capsys: pytest.CaptureFixture[str]) -> None:
@@ -207,34 +165,3 @@ def test_killed_and_restarted_server(
     # Calls were in flight when the server died, and the clients went on after the restarts.
     assert _count(r"unknown (\d+)", out) + _count(r"fail (\d+)", out) >= 1
     assert "RendezvousConnectionError" in out
-
-
-# -- pieces ------------------------------------------------------------------------------------
-
-
-def test_store_tokens_survive_history_files() -> None:
-    codec = StoreTokenCodec()
-    tokens = [
-        RedisToken("a" * 32, 3),
-        EtcdToken(17, b"/arendezvous/run", 42),
-        PostgresToken(b"\x01" * 16, 9),
-    ]
-    for token in tokens:
-        decoded = codec.decode(codec.encode(token))
-        assert isinstance(decoded, DecodedToken)
-        assert decoded == codec.decode(codec.encode(token))
-        assert decoded.kind.endswith(type(token).__name__)
-    assert codec.decode(codec.encode(RedisToken("a" * 32, 3))) != codec.decode(
-        codec.encode(RedisToken("a" * 32, 4))
-    )
-    assert codec.decode(codec.encode(("garbage", "c1", 5))) == ("garbage", "c1", 5)
-    with pytest.raises(ValueError, match="not an encoded token"):
-        codec.decode({"dataclass": "RedisToken"})
-
-
-def test_a_missing_server_binary_names_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", "")
-    with pytest.raises(ServerNotFoundError, match="install the Debian package 'redis-server'"):
-        find_binary("redis-server", debian_package="redis-server", extra_paths=["/nonexistent"])
-    with pytest.raises(FileNotFoundError):
-        find_binary("etcd", debian_package="etcd-server")
