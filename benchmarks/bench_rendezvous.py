@@ -1,24 +1,31 @@
-"""The async rendezvous against PyTorch's ``DynamicRendezvousHandler``, one run, one table.
+"""The async rendezvous at scale, beside PyTorch's ``DynamicRendezvousHandler``, in one table.
 
-    python benchmarks/bench_rendezvous.py [--quick] [--no-torch] [--redis]
+    python benchmarks/bench_rendezvous.py [--quick] [--no-torch] [--stores redis,etcd,postgres]
+                                          [--sizes 64,256,1000] [--repeat 3]
 
-Rows (every time is from "go" until the last node holds its rank):
+Rows (every time runs from "go" until the last node holds its rank; store calls are every backend
+and member-table call the nodes made, counted by a wrapper, divided by N):
 
-* N = 2, 8, 16 nodes as processes: arendezvous on the file backend (``durable=false``,
-  ``poll_interval=0.005``; and on Redis with ``--redis``) vs torch's handler over its C10d backend
-  on a ``TCPStore`` served by this script, with ``min = max = N``, and with ``last_call = 1 s``
-  and ``max`` not reached (``min = N``, ``max = 2N``);
-* N = 64 and 1,000 nodes as tasks in one process on the memory backend (arendezvous only:
-  torch's handler is one thread per node);
-* the last call's overshoot: completion minus the deadline written into the state (goal: 50 ms);
-* a node's death: four processes in a round, one SIGKILLed; time until the survivors hold the
-  next round (bounded below by the heartbeat timeout, 2 s here for both);
-* the state's size at 1,000 nodes.
+* **scale**: N = 64, 256, 1,000 nodes (``min = max = N``) on each store, as tasks spread over
+  worker processes (at most 8), each node with its own backend handle (PostgreSQL: one handle
+  per process, shared by its nodes: a thousand handles would need two thousand connections);
+* **torch**: its handler over its C10d backend on a ``TCPStore`` served by this script, same
+  shape, N = 64 and 128 as threads over 4 processes; the ratio is torch's time over ours;
+* **steady state**: a formed round of N = 64 and 256 waits in ``wait_for_round_end()`` while
+  heartbeats go on (``heartbeat = 0.5 s``): store calls per node per heartbeat interval, and how
+  many of them woke a waiter (calls of the round record: should be none);
+* **small rounds** as processes (N = 2, 8, 16; file backend and each store; ``min = max``), and
+  the last call's overshoot: completion minus (the moment the last call started + L);
+* **a death**: four processes in a round, one SIGKILLed: time until the three others hold the
+  next round (bounded below by the heartbeat timeout, 2 s here, for both libraries);
+* N = 1,000 tasks on the memory backend, and the round record's size at 1,000 nodes.
 
-Workers are this script run with ``--worker``; each opens its store, reports ready, and waits for
-the start line, so process start-up (and torch's import) is not timed. Goals (issue #4):
-min = max = 16 at least 20x faster than torch's in the same run; last call within L + 50 ms;
-1,000 in-process nodes under 5 s. ``--quick`` runs the smallest rows only (a smoke test).
+Workers are this script run with ``--worker``; each opens its handles, reports ready, and waits
+for the start line, so process start-up (and torch's import) is not timed. Goals (issue #8):
+Redis N=256 <= 0.6 s and N=1,000 <= 3 s; etcd N=256 <= 1.5 s; PostgreSQL in the same range;
+N=128 at least 50x faster than torch's handler; at most 2 store calls per node per heartbeat in a
+formed round, none waking a waiter; last call within L + 50 ms. ``--quick`` runs tiny rows only
+(a smoke test).
 """
 
 from __future__ import annotations
@@ -30,27 +37,129 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from arendezvous import MemoryBackend, MemoryStore, open_backend
+from arendezvous import (
+    AsyncRendezvousBackend,
+    Member,
+    MemberPut,
+    MemberTable,
+    MemoryBackend,
+    MemoryStore,
+    Token,
+    open_backend,
+)
 from arendezvous.rendezvous import AsyncRendezvous, RendezvousInfo, RoundEnd
-from arendezvous.rendezvous._state import decode_state
+from arendezvous.rendezvous._record import decode_record
 
 LAST_CALL = 1.0
-DEFAULT_HEARTBEAT = 5.0  # both libraries' default, for the rows that do not time a death
+DEFAULT_HEARTBEAT = 5.0  # both libraries' default, for the rows that do not time deaths
 # The death row: a node is evicted after missing two heartbeats of 1 s, for both libraries.
 # (Shorter is unsafe for torch's handler: a non-zero rank blocks its store client, and with it
 # its heartbeat thread, until rank 0 has published its address.)
-HEARTBEAT = 1.0
+DEATH_HEARTBEAT = 1.0
 MAX_MISSED = 2
+STEADY_HEARTBEAT = 0.5
+STEADY_INTERVALS = 6
+MAX_PROCESSES = 8
+
+
+# -- counting store calls ------------------------------------------------------------------------
+
+
+class Counter:
+    """Store calls made by one process's nodes: all of them, and those on the round record."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.record_calls = 0
+
+
+class CountedBackend(AsyncRendezvousBackend):
+    """Delegates to a backend and its member table, counting every call."""
+
+    def __init__(self, backend: AsyncRendezvousBackend, counter: Counter) -> None:
+        self._backend = backend
+        self._counter = counter
+        table = backend.member_table()
+        self._table = None if table is None else CountedTable(table, counter)
+
+    @property
+    def name(self) -> str:
+        return self._backend.name
+
+    def _count(self) -> None:
+        self._counter.calls += 1
+        self._counter.record_calls += 1
+
+    async def get_state(self) -> tuple[bytes, Token] | None:
+        self._count()
+        return await self._backend.get_state()
+
+    async def set_state(
+        self, state: bytes, token: Token | None = None
+    ) -> tuple[bytes, Token, bool]:
+        self._count()
+        return await self._backend.set_state(state, token)
+
+    async def wait_for_change(
+        self, token: Token | None, *, timeout: float | None = None
+    ) -> tuple[bytes, Token] | None:
+        self._count()
+        return await self._backend.wait_for_change(token, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._backend.aclose()
+
+    def member_table(self) -> MemberTable | None:
+        return self._table
+
+
+class CountedTable(MemberTable):
+    def __init__(self, table: MemberTable, counter: Counter) -> None:
+        self._table = table
+        self._counter = counter
+        self.has_clock = table.has_clock  # type: ignore[misc]
+
+    async def get(self, node: str) -> Member | None:
+        self._counter.calls += 1
+        return await self._table.get(node)
+
+    async def members(self, group: str) -> list[Member]:
+        self._counter.calls += 1
+        return await self._table.members(group)
+
+    async def count(self, group: str) -> int:
+        self._counter.calls += 1
+        return await self._table.count(group)
+
+    async def put(self, node: str, group: str, value: bytes, version: Token | None) -> MemberPut:
+        self._counter.calls += 1
+        return await self._table.put(node, group, value, version)
+
+    async def touch(self, node: str, version: Token) -> Member | None:
+        self._counter.calls += 1
+        return await self._table.touch(node, version)
+
+    async def delete(self, node: str, version: Token) -> bool:
+        self._counter.calls += 1
+        return await self._table.delete(node, version)
+
+    async def wait_for_change(
+        self, node: str, version: Token | None, *, timeout: float | None = None
+    ) -> bool:
+        self._counter.calls += 1
+        return await self._table.wait_for_change(node, version, timeout=timeout)
 
 
 # -- workers (this script run with --worker) ------------------------------------------------------
@@ -60,31 +169,131 @@ def _report(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
 
 
-def _wait_for(line: str) -> None:
-    while sys.stdin.readline().strip() != line:
-        pass
+def _read_command() -> str:
+    return sys.stdin.readline().strip()
 
 
-async def _our_worker(url: str, run_id: str, node: str, low: int, high: int, last_call: float,
-                      heartbeat: float, rounds: int) -> None:
-    async with open_backend(url, run_id=run_id) as backend:
-        rendezvous = AsyncRendezvous(backend, node, low, high, last_call=last_call,
-                                     heartbeat=heartbeat, heartbeat_timeout=MAX_MISSED * heartbeat)
-        async with rendezvous:
+@dataclass(frozen=True)
+class Job:
+    """What one worker process runs: nodes ``first .. first + count - 1`` of a run."""
+
+    kind: str  # "ours" or "torch"
+    target: str  # our URL, or torch's TCPStore port
+    run_id: str
+    first: int
+    count: int
+    low: int
+    high: int
+    last_call: float
+    heartbeat: float
+    shared_handle: bool = False
+    rounds: int = 1
+
+    def argv(self) -> list[str]:
+        return [self.kind, self.target, self.run_id, str(self.first), str(self.count),
+                str(self.low), str(self.high), str(self.last_call), str(self.heartbeat),
+                "1" if self.shared_handle else "0", str(self.rounds)]
+
+    @classmethod
+    def parse(cls, argv: list[str]) -> Job:
+        kind, target, run_id, first, count, low, high, last_call, heartbeat, shared, rounds = argv
+        return cls(kind, target, run_id, int(first), int(count), int(low), int(high),
+                   float(last_call), float(heartbeat), shared == "1", int(rounds))
+
+
+async def _our_worker(job: Job) -> None:
+    counter = Counter()
+    handles: list[AsyncRendezvousBackend] = []
+    shared = open_backend(job.target, run_id=job.run_id) if job.shared_handle else None
+    if shared is not None:
+        handles.append(shared)
+    nodes: list[AsyncRendezvous] = []
+    for index in range(job.first, job.first + job.count):
+        handle = shared
+        if handle is None:
+            handle = open_backend(job.target, run_id=job.run_id)
+            handles.append(handle)
+        nodes.append(AsyncRendezvous(
+            CountedBackend(handle, counter), f"node-{index:04d}", job.low, job.high,
+            last_call=job.last_call, heartbeat=job.heartbeat,
+            heartbeat_timeout=MAX_MISSED * job.heartbeat, join_timeout=600,
+        ))
+    try:
+        async with anyio.create_task_group() as group:
+            for node in nodes:
+                await group.start(_hold, node)
             print("ready", flush=True)
-            await anyio.to_thread.run_sync(_wait_for, "go")
-            for number in range(rounds):
+            assert await anyio.to_thread.run_sync(_read_command) == "go"
+            for number in range(job.rounds):
                 if number:
-                    reason = await rendezvous.wait_for_round_end()
-                    assert reason is RoundEnd.RESTARTED, reason
-                info = await rendezvous.next_rendezvous()
-                _report(done=time.time(), rank=info.rank, round=info.round,
-                        world=info.world_size)
-            await anyio.to_thread.run_sync(_wait_for, "exit")
+                    ends = await _all(nodes, _wait_for_round_end)
+                    assert all(end is RoundEnd.RESTARTED for _, end in ends), ends
+                joined = await _all(nodes, _next_rendezvous)
+                _report(done=max(done for done, _ in joined),
+                        ranks=[info.rank for _, info in joined],
+                        round_id=joined[0][1].round_id, calls=counter.calls)
+            while await anyio.to_thread.run_sync(_read_command) == "steady":
+                before = (counter.calls, counter.record_calls)
+                await _steady(nodes, job.heartbeat)
+                _report(calls=counter.calls - before[0],
+                        record_calls=counter.record_calls - before[1])
+            group.cancel_scope.cancel()
+    finally:
+        for handle in handles:
+            with anyio.CancelScope(shield=True):
+                await handle.aclose()
 
 
-def _torch_worker(port: int, run_id: str, node: str, low: int, high: int, last_call: float,
-                  heartbeat: float, rounds: int) -> None:
+async def _hold(node: AsyncRendezvous, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+    async with node:
+        task_status.started()
+        await anyio.sleep_forever()
+
+
+async def _next_rendezvous(node: AsyncRendezvous) -> RendezvousInfo:
+    return await node.next_rendezvous()
+
+
+async def _wait_for_round_end(node: AsyncRendezvous) -> RoundEnd | None:
+    return await node.wait_for_round_end()
+
+
+_T = TypeVar("_T")
+
+
+async def _all(
+    nodes: list[AsyncRendezvous], call: Callable[[AsyncRendezvous], Awaitable[_T]]
+) -> list[tuple[float, _T]]:
+    """Call *call* on every node at once; each result with when (``time.time()``) it came."""
+    results: list[tuple[float, _T]] = []
+
+    async def one(node: AsyncRendezvous) -> None:
+        result = await call(node)
+        results.append((time.time(), result))
+
+    async with anyio.create_task_group() as group:
+        for node in nodes:
+            group.start_soon(one, node)
+    return results
+
+
+async def _steady(nodes: list[AsyncRendezvous], heartbeat: float) -> None:
+    """Every node waits for its round's end while STEADY_INTERVALS heartbeats go by."""
+    ended: list[RoundEnd | None] = []
+
+    async def wait(node: AsyncRendezvous) -> None:
+        ended.append(await node.wait_for_round_end())
+
+    with anyio.move_on_after(STEADY_INTERVALS * heartbeat):
+        async with anyio.create_task_group() as group:
+            for node in nodes:
+                group.start_soon(wait, node)
+    if ended:
+        raise RuntimeError(f"a round ended during the steady-state row: {ended}")
+
+
+def _torch_worker(job: Job) -> None:
+    """*job.count* torch handlers, each in a thread with its own store client and backend."""
     from datetime import timedelta
 
     from torch._C._distributed_c10d import TCPStore
@@ -96,45 +305,60 @@ def _torch_worker(port: int, run_id: str, node: str, low: int, high: int, last_c
         RendezvousTimeout,
     )
 
-    store = TCPStore("127.0.0.1", port, is_master=False, timeout=timedelta(seconds=120))
-    backend = C10dRendezvousBackend(store, run_id)
-    handler = DynamicRendezvousHandler.from_backend(
-        run_id, store, backend, low, high, local_addr=node,
-        timeout=RendezvousTimeout(last_call=timedelta(seconds=last_call)),
-        keep_alive_interval=heartbeat,  # type: ignore[arg-type]  # a timedelta's seconds
-        keep_alive_max_attempt=MAX_MISSED,
-    )
+    handlers = []
+    for index in range(job.first, job.first + job.count):
+        store = TCPStore("127.0.0.1", int(job.target), is_master=False,
+                         timeout=timedelta(seconds=300))
+        backend = C10dRendezvousBackend(store, job.run_id)
+        handlers.append(DynamicRendezvousHandler.from_backend(
+            job.run_id, store, backend, job.low, job.high, local_addr=f"node-{index:04d}",
+            timeout=RendezvousTimeout(join=timedelta(seconds=600),
+                                      last_call=timedelta(seconds=job.last_call)),
+            keep_alive_interval=job.heartbeat,  # type: ignore[arg-type]  # a timedelta's seconds
+            keep_alive_max_attempt=MAX_MISSED,
+        ))
     print("ready", flush=True)
-    _wait_for("go")
-    for number in range(rounds):
+    assert _read_command() == "go"
+    for number in range(job.rounds):
         if number:
             # torch's agent learns of a death from its workers failing and then calls
             # next_rendezvous(); here it is told at once, the best case for torch.
-            _wait_for("again")
-        info = handler.next_rendezvous()
-        _report(done=time.time(), rank=info.rank, round=number, world=info.world_size)
-    _wait_for("exit")
+            assert _read_command() == "again"
+        results: list[tuple[int, float]] = []
+        threads = [threading.Thread(target=_torch_join, args=(handler, results))
+                   for handler in handlers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        _report(done=max(done for _, done in results), ranks=[rank for rank, _ in results],
+                round_id=str(number), calls=0)
+    _read_command()
+    os._exit(0)  # torch's handlers keep non-daemon heartbeat threads
+
+
+def _torch_join(handler: Any, results: list[tuple[int, float]]) -> None:
+    info = handler.next_rendezvous()
+    results.append((info.rank, time.time()))  # list.append is atomic
 
 
 def worker_main(argv: list[str]) -> None:
-    kind, target, run_id, node, low, high, last_call, heartbeat, rounds = argv
-    if kind == "ours":
-        anyio.run(_our_worker, target, run_id, node, int(low), int(high), float(last_call),
-                  float(heartbeat), int(rounds))
+    job = Job.parse(argv)
+    if job.kind == "ours":
+        anyio.run(_our_worker, job)
     else:
-        _torch_worker(int(target), run_id, node, int(low), int(high), float(last_call),
-                      float(heartbeat), int(rounds))
+        _torch_worker(job)
 
 
 # -- the parent ----------------------------------------------------------------------------------
 
 
 class Worker:
-    def __init__(self, kind: str, target: str, run_id: str, node: str, low: int, high: int,
-                 last_call: float, heartbeat: float = DEFAULT_HEARTBEAT, rounds: int = 1) -> None:
+    """One worker process and its output lines."""
+
+    def __init__(self, job: Job) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--worker", kind, target, run_id, node, str(low),
-             str(high), str(last_call), str(heartbeat), str(rounds)],
+            [sys.executable, __file__, "--worker", *job.argv()],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             # torch: no TCPStore server for the workers' bootstrap; time the rendezvous only.
             env={**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"},
@@ -161,148 +385,153 @@ class Worker:
         if self.process.poll() is None:
             try:
                 self.send("exit")
-                self.process.wait(30)
+                self.process.wait(60)
             except (OSError, subprocess.TimeoutExpired):
                 self.process.kill()
                 self.process.wait()
 
 
-def _start(workers: list[Worker]) -> float:
-    for worker in workers:
-        if worker.line() != "ready":
-            raise RuntimeError("a worker did not start")
-    started = time.time()
-    for worker in workers:
-        worker.send("go")
-    return started
-
-
-def _check(results: list[dict[str, Any]]) -> None:
-    ranks = sorted(result["rank"] for result in results)
-    if ranks != list(range(len(results))):
-        raise RuntimeError(f"bad ranks: {ranks}")
-
-
-@dataclass
-class Store:
-    """Where a process row's workers meet: our URL, or torch's TCPStore port."""
-
-    kind: str
-    target: str
-    observe: Callable[[str], Any] | None = None
-    cleanup: list[Callable[[], None]] = field(default_factory=list)
-
-
-def time_processes(store: Store, nodes: int, *, last_call: bool) -> tuple[float, float | None]:
-    """Seconds until all *nodes* hold a rank; and for our last-call rows, the overshoot."""
-    run_id = f"bench-{uuid.uuid4().hex[:8]}"
-    low, high = (nodes, 2 * nodes) if last_call else (nodes, nodes)
-    workers = [Worker(store.kind, store.target, run_id, f"node-{index:02d}", low, high,
-                      LAST_CALL if last_call else 30.0) for index in range(nodes)]
+@contextmanager
+def workers_for(jobs: list[Job]) -> Iterator[list[Worker]]:
+    workers = [Worker(job) for job in jobs]
     try:
-        deadline_box: list[float] = []
-        observer = None
-        if store.observe is not None and last_call:
-            observer = store.observe(run_id)
-        started = _start(workers)
-        if observer is not None:
-            deadline_box.append(observer())
-        results = [worker.result() for worker in workers]
+        for worker in workers:
+            if worker.line() != "ready":
+                raise RuntimeError("a worker did not start")
+        yield workers
     finally:
         for worker in workers:
             worker.finish()
-    _check(results)
-    done = max(result["done"] for result in results)
-    overshoot = done - deadline_box[0] if deadline_box else None
-    return done - started, overshoot
 
 
-def time_death(store: Store) -> float:
+def split(nodes: int, processes: int) -> list[tuple[int, int]]:
+    """``(first, count)`` of each process's nodes."""
+    base, extra = divmod(nodes, processes)
+    spans, first = [], 0
+    for index in range(processes):
+        count = base + (1 if index < extra else 0)
+        spans.append((first, count))
+        first += count
+    return spans
+
+
+@dataclass
+class Outcome:
+    seconds: float
+    calls_per_node: float
+    steady: tuple[float, int] | None = None  # calls per node per interval, record calls
+
+
+def time_round(kind: str, target: str, nodes: int, *, processes: int, low: int | None = None,
+               high: int | None = None, last_call: float = 30.0,
+               heartbeat: float = DEFAULT_HEARTBEAT, shared_handle: bool = False,
+               steady: bool = False) -> Outcome:
+    """Time one round of *nodes* over *processes* workers (and the steady state after it)."""
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    low = nodes if low is None else low
+    high = nodes if high is None else high
+    jobs = [Job(kind, target, run_id, first, count, low, high, last_call, heartbeat,
+                shared_handle) for first, count in split(nodes, processes)]
+    with workers_for(jobs) as workers:
+        started = time.time()
+        for worker in workers:
+            worker.send("go")
+        results = [worker.result() for worker in workers]
+        ranks = sorted(rank for result in results for rank in result["ranks"])
+        if ranks != list(range(nodes)) or len({r["round_id"] for r in results}) != 1:
+            raise RuntimeError(f"bad round: ranks {ranks[:10]}...")
+        outcome = Outcome(max(r["done"] for r in results) - started,
+                          sum(r["calls"] for r in results) / nodes)
+        if steady:
+            for worker in workers:
+                worker.send("steady")
+            measured = [worker.result() for worker in workers]
+            outcome.steady = (sum(m["calls"] for m in measured) / nodes / STEADY_INTERVALS,
+                              sum(m["record_calls"] for m in measured))
+    return outcome
+
+
+def time_last_call(url: str, nodes: int) -> tuple[float, float]:
+    """*nodes* processes, ``min = N, max = 2N``: (seconds to the round, overshoot past L after
+    the last call started, as an observer saw it start)."""
+    run_id = f"last-{uuid.uuid4().hex[:8]}"
+    jobs = [Job("ours", url, run_id, index, 1, nodes, 2 * nodes, LAST_CALL, DEFAULT_HEARTBEAT)
+            for index in range(nodes)]
+    with workers_for(jobs) as workers:
+        seen: list[float] = []
+        watching = threading.Event()
+        thread = threading.Thread(target=lambda: seen.append(
+            anyio.run(_last_call_seen, url, run_id, watching)))
+        thread.start()
+        watching.wait()
+        started = time.time()
+        for worker in workers:
+            worker.send("go")
+        results = [worker.result() for worker in workers]
+        thread.join()
+    done = max(r["done"] for r in results)
+    return done - started, done - seen[0] - LAST_CALL
+
+
+async def _last_call_seen(url: str, run_id: str, watching: threading.Event) -> float:
+    """When the run's record first showed its last call running (this process's clock); sets
+    *watching* once it has read the record, so that no change after that goes unseen."""
+    async with open_backend(url, run_id=run_id) as backend:
+        register = backend if backend.member_table() is not None else None
+        if register is None:
+            from arendezvous import emulate_member_table
+
+            register, _ = emulate_member_table(backend)
+        current = await register.get_state()
+        watching.set()
+        while True:
+            if current is not None and decode_record(current[0]).last_call:
+                return time.time()
+            current = await register.wait_for_change(None if current is None else current[1])
+
+
+def time_death(kind: str, target: str) -> float:
     """Four nodes in a round; one is SIGKILLed: seconds until the three others hold the next."""
     run_id = f"death-{uuid.uuid4().hex[:8]}"
-    workers = [Worker(store.kind, store.target, run_id, f"node-{index}", 3, 4, 0.05,
-                      heartbeat=HEARTBEAT, rounds=2) for index in range(4)]
-    try:
-        _start(workers)
-        _check([worker.result() for worker in workers])
+    jobs = [Job(kind, target, run_id, index, 1, 3, 4, 0.05, DEATH_HEARTBEAT, rounds=2)
+            for index in range(4)]
+    with workers_for(jobs) as workers:
+        for worker in workers:
+            worker.send("go")
+        for worker in workers:
+            worker.result()
         victim = workers.pop()
         killed = time.time()
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait()
-        if store.kind == "torch":
+        if kind == "torch":
             for worker in workers:
                 worker.send("again")
         results = [worker.result() for worker in workers]
-    finally:
-        for worker in workers:
-            worker.finish()
-    _check(results)
     done: float = max(result["done"] for result in results)
     return done - killed
 
 
-def _observer(url: str) -> Callable[[str], Callable[[], float]]:
-    """Our rows' last-call deadline, as written into the state by the node that started it
-    (only its value is used, not when this observer saw it)."""
-
-    def observe(run_id: str) -> Callable[[], float]:
-        def deadline() -> float:
-            async def read() -> float:
-                async with open_backend(url, run_id=run_id) as backend:
-                    current = await backend.get_state()
-                    while True:
-                        if current is not None:
-                            state = decode_state(current[0])
-                            if state.last_call is not None:
-                                return state.last_call / 1000
-                        current = await backend.wait_for_change(
-                            None if current is None else current[1])
-
-            return anyio.run(read)
-
-        return deadline
-
-    return observe
-
-
-# -- in-process rows ------------------------------------------------------------------------------
-
-
-async def time_tasks(nodes: int, *, last_call: bool) -> tuple[float, float | None]:
+async def time_tasks(nodes: int) -> float:
     store = MemoryStore()
-    low, high = (nodes, 2 * nodes) if last_call else (nodes, nodes)
     infos: list[RendezvousInfo] = []
-    deadline: list[float] = []
-    finished: list[float] = []
 
     async def node(index: int) -> None:
-        rendezvous = AsyncRendezvous(MemoryBackend("bench", store), f"node-{index:04d}", low, high,
-                                     last_call=LAST_CALL if last_call else 30.0)
+        rendezvous = AsyncRendezvous(MemoryBackend("bench", store), f"node-{index:04d}", nodes,
+                                     nodes)
         infos.append(await rendezvous.next_rendezvous())
-        finished.append(time.time())
 
-    async def observe() -> None:
-        backend = MemoryBackend("bench", store)
-        current = await backend.get_state()
-        while True:
-            if current is not None and decode_state(current[0]).last_call is not None:
-                deadline.append(decode_state(current[0]).last_call / 1000)  # type: ignore[operator]
-                return
-            current = await backend.wait_for_change(None if current is None else current[1])
-
-    started = time.time()
+    started = time.perf_counter()
     async with anyio.create_task_group() as group:
-        if last_call:
-            group.start_soon(observe)
         for index in range(nodes):
             group.start_soon(node, index)
-    _check([{"rank": info.rank} for info in infos])
-    done = max(finished)
-    return done - started, (done - deadline[0] if deadline else None)
+    if sorted(info.rank for info in infos) != list(range(nodes)):
+        raise RuntimeError("bad ranks")
+    return time.perf_counter() - started
 
 
-async def state_size(nodes: int) -> int:
-    """Bytes of the stored state once *nodes* nodes completed a round."""
+async def record_size(nodes: int) -> int:
+    """Bytes of the round record once *nodes* nodes completed a round."""
     store = MemoryStore()
     async with anyio.create_task_group() as group:
         for index in range(nodes):
@@ -317,101 +546,162 @@ async def state_size(nodes: int) -> int:
 # -- the table ------------------------------------------------------------------------------------
 
 
+@dataclass
+class Table:
+    rows: list[tuple[str, ...]] = field(default_factory=list)
+
+    def add(self, *cells: str) -> None:
+        self.rows.append(cells)
+        print("  " + " | ".join(cells), file=sys.stderr, flush=True)
+
+    def print(self) -> None:
+        header = ("what", "arendezvous", "store calls / node", "torch (same run)", "ratio",
+                  "goal")
+        rows = [header, *self.rows]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
+        print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        for row in self.rows:
+            print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+
+
 def _ms(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds * 1000:,.0f} ms"
-
-
-def _median(samples: list[tuple[float, float | None]]) -> tuple[float, float | None]:
-    """The sample with the median time (and that sample's overshoot)."""
-    ordered = sorted(samples, key=lambda sample: sample[0])
-    return ordered[len(ordered) // 2]
 
 
 def _ratio(reference: float | None, seconds: float) -> str:
     return "—" if reference is None else f"{reference / seconds:,.1f}x faster"
 
 
+def _median(samples: list[Outcome]) -> Outcome:
+    return sorted(samples, key=lambda outcome: outcome.seconds)[len(samples) // 2]
+
+
+_GOALS = {("redis", 256): "<= 0.6 s", ("redis", 1000): "<= 3 s", ("etcd", 256): "<= 1.5 s",
+          ("postgres", 256): "<= 1.5 s", ("postgres", 1000): "<= 3 s"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smallest rows only (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="tiny rows only (a smoke test)")
     parser.add_argument("--no-torch", action="store_true", help="skip torch's rows")
-    parser.add_argument("--redis", action="store_true", help="also run our rows on Redis")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs per process row, the median reported (default 3)")
+    parser.add_argument("--stores", default="redis,etcd,postgres",
+                        help="stores for the scale rows (default redis,etcd,postgres)")
+    parser.add_argument("--sizes", default="64,256,1000", help="N of the scale rows")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per scale row, the median reported (default 1)")
     args = parser.parse_args()
-    sizes = [2] if args.quick else [2, 8, 16]
-    repeat = 1 if args.quick else args.repeat
-    rows: list[tuple[str, str, str, str, str]] = []
+    stores = [name for name in args.stores.split(",") if name]
+    sizes = [8] if args.quick else [int(size) for size in args.sizes.split(",")]
+    table = Table()
 
-    torch_store: Store | None = None
-    if not args.no_torch:
-        try:
-            from torch._C._distributed_c10d import TCPStore
-        except ImportError:
-            print("torch is not installed: its rows are skipped", file=sys.stderr)
-        else:
-            tcp_store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
-            torch_store = Store("torch", str(tcp_store.port))
+    with ExitStack() as stack:
+        urls: dict[str, str] = {}
+        directory = stack.enter_context(tempfile.TemporaryDirectory())
+        urls["file"] = f"file://{directory}?durable=false&poll_interval=0.005"
+        for name in stores:
+            urls[name] = stack.enter_context(_server(name))
+        torch_port: str | None = None
+        if not args.no_torch:
+            try:
+                from torch._C._distributed_c10d import TCPStore
+            except ImportError:
+                print("torch is not installed: its rows are skipped", file=sys.stderr)
+            else:
+                tcp_store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+                torch_port = str(tcp_store.port)
 
-    with tempfile.TemporaryDirectory() as directory:
-        # Other processes' writes reach a file-backend waiter by polling: 5 ms here.
-        file_url = f"file://{directory}?durable=false&poll_interval=0.005"
-        ours = {"file": Store("ours", file_url, _observer(file_url))}
-        redis_server = None
-        if args.redis:
-            from arendezvous.testing.servers.redis import RedisServer
+        # -- scale ------------------------------------------------------------------------------
+        torch_times: dict[int, float] = {}
+        if torch_port is not None:
+            for nodes in [8] if args.quick else [64, 128]:
+                outcome = time_round("torch", torch_port, nodes, processes=4)
+                torch_times[nodes] = outcome.seconds
+                table.add(f"N={nodes}, min = max (torch's handler, threads in 4 processes)",
+                          _ms(outcome.seconds), "—", _ms(outcome.seconds), "1.0x", "")
+        for name in stores:
+            for nodes in sizes:
+                processes = min(MAX_PROCESSES, max(2, nodes // 32))
+                outcome = _median([
+                    time_round("ours", urls[name], nodes, processes=processes,
+                               shared_handle=name == "postgres")
+                    for _ in range(args.repeat)
+                ])
+                reference = torch_times.get(nodes)
+                goal = _GOALS.get((name, nodes), ">= 50x" if nodes == 128 else "")
+                table.add(f"N={nodes}, min = max ({name}, tasks in {processes} processes)",
+                          _ms(outcome.seconds), f"{outcome.calls_per_node:.1f}",
+                          _ms(reference), _ratio(reference, outcome.seconds), goal)
+            for nodes in [] if args.quick else [128]:
+                if nodes in sizes or torch_port is None:
+                    continue
+                outcome = time_round("ours", urls[name], nodes, processes=4,
+                                     shared_handle=name == "postgres")
+                reference = torch_times.get(nodes)
+                table.add(f"N={nodes}, min = max ({name}, tasks in 4 processes)",
+                          _ms(outcome.seconds), f"{outcome.calls_per_node:.1f}",
+                          _ms(reference), _ratio(reference, outcome.seconds), ">= 50x")
 
-            redis_server = RedisServer().start()
-            ours["redis"] = Store("ours", redis_server.url, _observer(redis_server.url))
-        try:
-            for last_call in (False, True):
-                for nodes in sizes:
-                    what = (f"N={nodes} processes, last_call {LAST_CALL:g} s, max not reached"
-                            if last_call else f"N={nodes} processes, min = max")
-                    reference = None
-                    if torch_store is not None:
-                        reference, _ = _median([time_processes(torch_store, nodes,
-                                                               last_call=last_call)
-                                                for _ in range(repeat)])
-                    for label, store in ours.items():
-                        seconds, overshoot = _median([time_processes(store, nodes,
-                                                                     last_call=last_call)
-                                                      for _ in range(repeat)])
-                        note = f"; overshoot {_ms(overshoot)}" if overshoot is not None else ""
-                        goal = ("overshoot <= 50 ms" if last_call
-                                else ">= 20x" if nodes == 16 else "")
-                        rows.append((f"{what} ({label})", _ms(seconds) + note, _ms(reference),
-                                     _ratio(reference, seconds), goal))
-            for nodes in [64] if args.quick else [64, 1000]:
-                for last_call in (False, True):
-                    seconds, overshoot = anyio.run(partial(time_tasks, nodes, last_call=last_call))
-                    what = (f"N={nodes} tasks, memory, "
-                            + (f"last_call {LAST_CALL:g} s" if last_call else "min = max"))
-                    note = f"; overshoot {_ms(overshoot)}" if overshoot is not None else ""
-                    goal = "< 5 s" if nodes == 1000 else ""
-                    rows.append((what, _ms(seconds) + note, "—", "—", goal))
-            if not args.quick:
-                reference = time_death(torch_store) if torch_store is not None else None
-                for label, store in ours.items():
-                    seconds = time_death(store)
-                    rows.append((f"death of 1 of 4 -> next round of 3 ({label}; evicted "
-                                 f"after {MAX_MISSED * HEARTBEAT:g} s)", _ms(seconds),
-                                 _ms(reference), _ratio(reference, seconds), ""))
-            count = 10 if args.quick else 1000
-            size = anyio.run(state_size, count)
-            rows.append((f"state size at {count:,} nodes", f"{size:,} bytes", "—", "—", ""))
-        finally:
-            if redis_server is not None:
-                redis_server.stop()
+        # -- steady state -----------------------------------------------------------------------
+        for name in stores:
+            for nodes in [8] if args.quick else [64, 256]:
+                processes = min(MAX_PROCESSES, max(2, nodes // 32))
+                outcome = time_round("ours", urls[name], nodes, processes=processes,
+                                     heartbeat=STEADY_HEARTBEAT, shared_handle=name == "postgres",
+                                     steady=True)
+                assert outcome.steady is not None
+                per_interval, record_calls = outcome.steady
+                table.add(f"formed round of {nodes}, per heartbeat interval ({name})",
+                          f"{record_calls} waiters woken", f"{per_interval:.2f}", "—", "—",
+                          "<= 2 calls, 0 woken")
 
-    header = ("what", "arendezvous", "torch DynamicRendezvousHandler (same run)", "ratio", "goal")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
-    print(f"\nprocess rows: median of {repeat} runs; times from the start line to the last "
-          "node holding its rank; overshoot: that minus the last-call deadline in the state")
+        # -- small rounds, the last call, a death -----------------------------------------------
+        small = ["file", *stores]
+        for nodes in [2] if args.quick else [2, 8, 16]:
+            reference = (time_round("torch", torch_port, nodes, processes=nodes).seconds
+                         if torch_port is not None else None)
+            for name in small:
+                outcome = time_round("ours", urls[name], nodes, processes=nodes)
+                table.add(f"N={nodes} processes, min = max ({name})", _ms(outcome.seconds),
+                          f"{outcome.calls_per_node:.1f}", _ms(reference),
+                          _ratio(reference, outcome.seconds), "")
+        for name in small:
+            nodes = 2 if args.quick else 16
+            seconds, overshoot = time_last_call(urls[name], nodes)
+            table.add(f"N={nodes} processes, last call {LAST_CALL:g} s, max not reached ({name})",
+                      f"{_ms(seconds)}; overshoot {_ms(overshoot)}", "—", "—", "—",
+                      "overshoot <= 50 ms")
+        if not args.quick:
+            reference = time_death("torch", torch_port) if torch_port is not None else None
+            for name in small:
+                seconds = time_death("ours", urls[name])
+                table.add(f"death of 1 of 4 -> next round of 3 ({name}; evicted after "
+                          f"{MAX_MISSED * DEATH_HEARTBEAT:g} s)", _ms(seconds), "—",
+                          _ms(reference), _ratio(reference, seconds), "timeout + 100 ms")
+
+        # -- in one process ---------------------------------------------------------------------
+        count = 64 if args.quick else 1000
+        seconds = anyio.run(partial(time_tasks, count))
+        table.add(f"N={count:,} tasks, memory, min = max", _ms(seconds), "—", "—", "—",
+                  "< 5 s" if count == 1000 else "")
+        size = anyio.run(record_size, count)
+        table.add(f"round record at {count:,} nodes", f"{size:,} bytes", "—", "—", "—", "")
+
+    table.print()
+    print("\ntimes from the start line to the last node holding its rank; store calls: every "
+          "call of the nodes' backends and member tables, divided by N")
+
+
+@contextmanager
+def _server(name: str) -> Iterator[str]:
+    """Start a throwaway server for *name* on 127.0.0.1; yield its URL."""
+    from arendezvous.testing.servers.etcd import EtcdServer
+    from arendezvous.testing.servers.postgres import PostgresServer
+    from arendezvous.testing.servers.redis import RedisServer
+
+    launcher = {"redis": RedisServer, "etcd": EtcdServer, "postgres": PostgresServer}[name]
+    with launcher() as server:
+        yield server.url
 
 
 if __name__ == "__main__":

@@ -43,32 +43,39 @@ class WatchedTable(MemberTable):
         self.inner = table
         self.changes = changes
         self.has_clock = table.has_clock  # type: ignore[misc]
-        #: Calls made through this table, by kind.
+        #: Calls made through this table: all of them, and reads and touches.
+        self.calls = 0
         self.reads = 0
         self.touches = 0
 
     async def get(self, node: str) -> Member | None:
+        self.calls += 1
         self.reads += 1
         return await self.inner.get(node)
 
     async def members(self, group: str) -> list[Member]:
+        self.calls += 1
         return await self.inner.members(group)
 
     async def count(self, group: str) -> int:
+        self.calls += 1
         return await self.inner.count(group)
 
     async def put(self, node: str, group: str, value: bytes, version: Token | None) -> MemberPut:
+        self.calls += 1
         result = await self.inner.put(node, group, value, version)
         self.changes.changed()
         return result
 
     async def touch(self, node: str, version: Token) -> Member | None:
+        self.calls += 1
         self.touches += 1
         result = await self.inner.touch(node, version)
         self.changes.changed()
         return result
 
     async def delete(self, node: str, version: Token) -> bool:
+        self.calls += 1
         result = await self.inner.delete(node, version)
         self.changes.changed()
         return result

@@ -3,8 +3,9 @@
 ``python _process_worker.py URL RUN_ID NODE MIN MAX LAST_CALL HEARTBEAT``
 
 Opens the backend by URL and prints ``ready``; on the line ``go`` it joins rounds for ever,
-printing each completed round as one JSON line, until the line ``exit`` (or end of input), when it
-leaves the rendezvous and exits.
+printing each completed round as one JSON line (and each end of a round it held, as
+``{"ended": reason}``), until the line ``exit`` (or end of input), when it leaves the rendezvous
+and exits.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ async def main(url: str, run_id: str, node: str, min_nodes: int, max_nodes: int,
                 while True:
                     info = await rendezvous.next_rendezvous()
                     print(json.dumps({"node": info.node, "round": info.round, "rank": info.rank,
+                                      "round_id": info.round_id,
                                       "participants": info.participants}), flush=True)
-                    if await rendezvous.wait_for_round_end() is RoundEnd.CLOSED:
+                    reason = await rendezvous.wait_for_round_end()
+                    print(json.dumps({"ended": str(reason)}), flush=True)
+                    if reason is RoundEnd.CLOSED:
                         break
             group.cancel_scope.cancel()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -19,12 +20,14 @@ class Worker:
     """One worker process, its output lines read by a thread into a queue."""
 
     def __init__(self, url: str, run_id: str, node: str, min_nodes: int, max_nodes: int,
-                 last_call: float, heartbeat: float) -> None:
+                 last_call: float, heartbeat: float, env: dict[str, str] | None = None) -> None:
         self.node = node
+        self.ended: list[str] = []
         self.process = subprocess.Popen(
             [sys.executable, str(_WORKER), url, run_id, node, str(min_nodes), str(max_nodes),
              str(last_call), str(heartbeat)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})},
         )
         self._lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -46,9 +49,15 @@ class Worker:
         return line.strip()
 
     def next_round(self, timeout: float = 60.0) -> dict[str, Any]:
-        info: dict[str, Any] = json.loads(self.line(timeout))
-        info["participants"] = tuple(info["participants"])
-        return info
+        """The next round the worker completed (ends of rounds it reports meanwhile go to
+        :attr:`ended`)."""
+        while True:
+            info: dict[str, Any] = json.loads(self.line(timeout))
+            if "ended" in info:
+                self.ended.append(info["ended"])
+                continue
+            info["participants"] = tuple(info["participants"])
+            return info
 
     def send(self, line: str) -> None:
         assert self.process.stdin is not None
@@ -66,10 +75,13 @@ class Worker:
 
 
 def start_workers(url: str, run_id: str, nodes: list[str], *, min_nodes: int, max_nodes: int,
-                  last_call: float = 0.2, heartbeat: float = 0.1) -> list[Worker]:
-    """Start one worker per node, wait until every one is ready, then let all join at once."""
-    workers = [Worker(url, run_id, node, min_nodes, max_nodes, last_call, heartbeat)
-               for node in nodes]
+                  last_call: float = 0.2, heartbeat: float = 0.1,
+                  envs: list[dict[str, str]] | None = None) -> list[Worker]:
+    """Start one worker per node (each with its extra environment from *envs*), wait until every
+    one is ready, then let all join at once."""
+    envs = envs or [{} for _ in nodes]
+    workers = [Worker(url, run_id, node, min_nodes, max_nodes, last_call, heartbeat, env)
+               for node, env in zip(nodes, envs, strict=True)]
     try:
         for worker in workers:
             assert worker.line() == "ready"

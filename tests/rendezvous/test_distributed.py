@@ -19,13 +19,18 @@ from servers.etcd import EtcdServer
 from servers.postgres import PostgresServer
 from servers.redis import RedisServer
 
+from ._observe import Changes, WatchedBackend
 from ._schedules import Schedule, run_schedule, schedules
 from .conftest import MakeBackend
 from .test_processes import check_processes_rendezvous
 from .test_rendezvous import (  # noqa: F401  (collected again here, on each store)
     test_a_dead_participant_is_evicted_and_the_round_restarts,
+    test_a_frozen_node_learns_it_lost_its_rank,
+    test_a_join_whose_reply_was_lost_leaves_no_ghost,
+    test_a_second_live_node_with_the_same_id_fails_fast,
     test_cancelled_join_withdraws_the_node,
     test_closed_run_refuses_joins_and_stays_closed,
+    test_heartbeats_keep_a_round_alive_and_wake_nobody,
     test_join_timeout_withdraws_the_node,
     test_last_call_admits_nodes_until_it_expires,
     test_late_node_waits_and_triggers_the_next_round,
@@ -56,13 +61,13 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
 
 
 @pytest.fixture
-async def make_backend(server: Server) -> AsyncIterator[MakeBackend]:
+async def make_backend(server: Server, changes: Changes) -> AsyncIterator[MakeBackend]:
     """Handles on one fresh run of the store, each node its own; all closed after the test."""
     run_id = f"rdzv-{uuid.uuid4().hex[:8]}"
     handles: list[AsyncRendezvousBackend] = []
 
     def make() -> AsyncRendezvousBackend:
-        handle = open_backend(server.url, run_id=run_id)
+        handle = WatchedBackend(open_backend(server.url, run_id=run_id), changes)
         handles.append(handle)
         return handle
 

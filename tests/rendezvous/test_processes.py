@@ -1,35 +1,97 @@
-"""The rendezvous across real processes on the file backend: ranks, and a killed node's eviction."""
+"""The rendezvous across real processes: ranks; clocks an hour apart; a frozen node (SIGSTOP past
+the heartbeat timeout, then SIGCONT) that learns it lost its rank; a killed node's eviction.
+
+The skewed clocks are real: libfaketime (Debian's ``faketime`` package) shifts what the worker
+process reads as the time of day, by an hour either way.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from ._processes import start_workers
+import pytest
+
+from ._processes import Worker, start_workers
+
+_FAKETIME_LIBRARY = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 
 
-def check_processes_rendezvous(url: str) -> None:
-    """Four processes get ranks 0..3; one is SIGKILLed; the other three form the next round."""
+def skewed_clocks(*offsets: str, monotonic: bool) -> list[dict[str, str]]:
+    """Environments running a worker with its clock moved by each offset (``"+1h"``, ``"-1h"``),
+    through libfaketime; *monotonic*: move its monotonic clock too (a machine of its own)."""
+    if not _FAKETIME_LIBRARY.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{_FAKETIME_LIBRARY} is missing: install Debian's faketime package")
+        pytest.skip("libfaketime is not installed (apt-get install faketime)")
+    return [
+        {} if offset == "0" else {
+            "LD_PRELOAD": str(_FAKETIME_LIBRARY),
+            "FAKETIME": offset,
+            "FAKETIME_DONT_FAKE_MONOTONIC": "0" if monotonic else "1",
+            "FAKETIME_NO_CACHE": "1",
+        }
+        for offset in offsets
+    ]
+
+
+def check_processes_rendezvous(url: str, *, store_has_its_own_clock: bool = True) -> None:
+    """Four processes, two with clocks an hour off, get ranks 0..3. One is frozen past the
+    heartbeat timeout: the other three form a round; thawed, it learns its round is over and all
+    four meet again. One is killed: the other three form the next round. No rank of any round is
+    ever held twice."""
     nodes = [f"proc-{index}" for index in range(4)]
-    workers = start_workers(url, "processes", nodes, min_nodes=3, max_nodes=4)
+    # On a file backend the store's clock is the machine's monotonic clock, which every process of
+    # the machine shares; only the time of day may differ there.
+    envs = skewed_clocks("0", "+1h", "-1h", "0", monotonic=store_has_its_own_clock)
+    workers = start_workers(url, "processes", nodes, min_nodes=3, max_nodes=4, envs=envs)
+    seen: list[dict[str, Any]] = []
+
+    def round_of(group: list[Worker]) -> list[dict[str, Any]]:
+        infos = [worker.next_round() for worker in group]
+        seen.extend(infos)
+        assert len({info["round_id"] for info in infos}) == 1, infos
+        assert sorted(info["rank"] for info in infos) == list(range(len(group)))
+        assert {info["participants"] for info in infos} == {
+            tuple(sorted(worker.node for worker in group))
+        }
+        return infos
+
     try:
-        first = [worker.next_round() for worker in workers]
-        assert {info["round"] for info in first} == {0}
-        assert sorted(info["rank"] for info in first) == [0, 1, 2, 3]
-        assert {info["participants"] for info in first} == {tuple(nodes)}
-        victim = workers.pop(1)
+        first = round_of(workers)
+        assert first[0]["round"] == 0
+        # Frozen (skewed clock and all) past the heartbeat timeout, as a stopped VM would be.
+        sleeper = workers[1]
+        sleeper.process.send_signal(signal.SIGSTOP)
+        awake = [worker for worker in workers if worker is not sleeper]
+        second = round_of(awake)
+        assert second[0]["round"] > first[0]["round"]
+        sleeper.process.send_signal(signal.SIGCONT)
+        # Thawed, it finds its round over at once, rejoins, and all four meet again.
+        third = round_of(workers)
+        assert sleeper.ended[:1] == ["RoundEnd.RESTARTED"], sleeper.ended
+        assert third[0]["round"] > second[0]["round"]
+        victim = workers.pop(2)
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait()
         # The survivors evict it when its heartbeat runs out, and form a round without it.
-        second = [worker.next_round() for worker in workers]
-        assert len({info["round"] for info in second}) == 1
-        assert second[0]["round"] > 0
-        assert sorted(info["rank"] for info in second) == [0, 1, 2]
-        assert {info["participants"] for info in second} == {("proc-0", "proc-2", "proc-3")}
+        fourth = round_of(workers)
+        assert fourth[0]["round"] > third[0]["round"]
+        held = [(info["round_id"], info["rank"]) for info in seen]
+        assert len(held) == len(set(held)), "a rank of a round was held twice"
     finally:
         for worker in workers:
+            worker.process.send_signal(signal.SIGCONT)
             worker.stop()
 
 
-def test_processes_on_the_file_backend(tmp_path: Path) -> None:
-    check_processes_rendezvous(f"file://{tmp_path}?durable=false&poll_interval=0.01")
+@pytest.fixture
+def file_url(tmp_path: Path) -> Iterator[str]:
+    yield f"file://{tmp_path}?durable=false&poll_interval=0.01"
+
+
+def test_processes_on_the_file_backend(file_url: str) -> None:
+    check_processes_rendezvous(file_url, store_has_its_own_clock=False)

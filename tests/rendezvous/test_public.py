@@ -18,4 +18,4 @@ def test_all_names_exist_and_are_documented() -> None:
         obj = getattr(rendezvous, name)
         if inspect.isclass(obj) or inspect.isfunction(obj):
             assert obj.__doc__, name
-    assert rendezvous.SCHEMA_VERSION == 1
+    assert rendezvous.SCHEMA_VERSION == 2

@@ -696,3 +696,32 @@ async def test_errors_in_the_block_propagate_unwrapped(
         async with node:
             await anyio.sleep_forever()
     assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize("make_backend", ["memory", "file"], indirect=True)
+async def test_joining_costs_the_same_store_calls_per_node_at_any_size(
+    make_backend: MakeBackend,
+) -> None:
+    calls_per_node: dict[int, float] = {}
+    for size in (4, 32):
+        handles = [make_backend() for _ in range(size)]
+        # Heartbeats far apart: this counts what joining costs, not what the time it takes does.
+        nodes = [AsyncRendezvous(handle, f"s{size}-{index:02d}", size, size, heartbeat=60,
+                                 join_timeout=LIMIT)
+                 for index, handle in enumerate(handles)]
+        check_round(await join_all(nodes))
+        calls = [_calls(handle) for handle in handles]
+        calls_per_node[size] = sum(calls) / size
+        for node in nodes:
+            await node.leave()
+    # Each node: read the record, put its own record, wait for the record to change (about
+    # once): a handful of calls, whatever the size. The one-blob protocol grows with size.
+    assert calls_per_node[32] <= calls_per_node[4] + 1, calls_per_node
+    assert calls_per_node[32] < 8, calls_per_node
+
+
+def _calls(handle: AsyncRendezvousBackend) -> int:
+    assert isinstance(handle, WatchedBackend)
+    table = handle.member_table()
+    assert table is not None
+    return handle.register_calls + table.calls

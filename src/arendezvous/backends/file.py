@@ -285,7 +285,7 @@ class FileMemberTable(MemberTable):
 
     A write takes the run's lock (the one ``set_state`` takes), re-reads the file, changes it and
     renames a new file over it, in one worker-thread hop; readers take no lock. Record writes are
-    not ``fsync``\ ed even when the backend is durable: they say which processes are alive, and
+    never ``fsync``-ed, even when the backend is durable: they say which processes are alive, and
     a machine crash ends every process they could speak of. Ages come from ``time.monotonic()``,
     one clock for every process of the machine, tagged with the boot they were taken in.
 

@@ -361,7 +361,7 @@ class _ArendezvousEngine:
 
     def next_round(self) -> _Round:
         info = self._rendezvous.next_rendezvous()
-        store = PrefixStore(f"torch.rendezvous.{self._run_id}.{info.round}", self._store)
+        store = PrefixStore(f"torch.rendezvous.{self._run_id}.{info.round_id}", self._store)
         return _Round(info.rank, info.world_size, store, None)
 
     def is_closed(self) -> bool:

@@ -10,12 +10,12 @@ from arendezvous.cli import main
 def test_demo_runs_on_the_default_backend(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--nodes", "5", "--seed", "3"]) == 0
     out = capsys.readouterr().out
-    assert "5 nodes racing to join run" in out
-    assert out.count(" joined as #") == 5
-    order = out.split("join order:")[1]
+    assert "5 nodes joining run" in out
+    assert out.count(" joined round 0 as #") == 5
+    order = out.split("join order")[1]
     assert all(f"node-{index}" in order for index in range(5))
-    assert "5 joined," in out
-    assert "CAS conflicts" in out
+    assert "5 joined with" in out
+    assert "per node" in out
     assert "ops/s" in out
 
 

@@ -25,7 +25,8 @@ async def test_demo_plays_rounds_ranks_and_a_dropout(tmp_path: Path, anyio_backe
     assert result.rounds[1].participants == ("node-0", "node-1", "node-2")
     assert "node-3 drops out" in text
     assert "round 0 is over: a participant was evicted or left" in text
-    assert "node-3 moved into round 2 from the waiting list" in text
+    assert "evicted node-3: its record went 0.25 s without a heartbeat" in text
+    assert "node-3 joined round 2 (#1 in it)" in text  # it waited first, so it is first
     assert "round 2 complete" in text
     assert "ranks 0:node-0, 1:node-1, 2:node-2, 3:node-3" in text
     assert "every node saw the run closed" in text

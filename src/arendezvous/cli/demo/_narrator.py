@@ -9,7 +9,6 @@ from typing import TextIO
 import anyio
 
 from ...rendezvous import RendezvousInfo
-from ...rendezvous._state import decode_state
 from ._result import DemoResult, RoundSummary
 
 __all__ = ("Demo",)
@@ -18,15 +17,16 @@ __all__ = ("Demo",)
 class Demo:
     """The shared bookkeeping and printing of one demo run."""
 
-    def __init__(self, nodes: int, latency: float, rng: random.Random, out: TextIO) -> None:
+    def __init__(self, nodes: int, latency: float, rng: random.Random, out: TextIO,
+                 heartbeat_timeout: float) -> None:
         self.nodes = nodes
         self.latency = latency
         self.rng = rng
         self.out = out
+        self.heartbeat_timeout = heartbeat_timeout
         self.operations = 0
-        self.conflicts: dict[str, int] = {}
+        self.per_node: dict[str, int] = {}
         self.result = DemoResult()
-        self.joined: dict[str, int] = {}  # node -> the last round it was seen joining
         self.reports: dict[int, list[RendezvousInfo]] = {}
         self.completed: list[RendezvousInfo] = []
         self.changed = anyio.Event()
@@ -37,32 +37,35 @@ class Demo:
         """Print one line of the story."""
         print(text, file=self.out)
 
-    def wrote(self, node: str, data: bytes) -> None:
-        """A node's write won: print who got into a round by it (the writer joining, or nodes
-        moved in from the waiting list when the writer started the round)."""
-        state = decode_state(data)
-        for member in state.participants:
-            if self.joined.get(member) == state.round:
-                continue
-            self.joined[member] = state.round
-            position = (len(state.participants) if state.complete
-                        else state.participants.index(member) + 1)
-            if member != node:
-                self.say(f"  {member} moved into round {state.round} from the waiting list "
-                         f"({position} in)")
-            elif state.round == 0 and self.trigger == "start":
-                bar = "#" * position + "." * (self.nodes - position)
-                self.result.order.append(member)
-                self.result.conflicts[member] = self.conflicts.get(member, 0)
-                self.say(f"  [{bar}] {member} joined as #{position} after "
-                         f"{self.conflicts.get(member, 0)} conflict(s)")
-            else:
-                self.say(f"  {member} joined round {state.round} ({position} in)")
+    def count(self, node: str) -> None:
+        """One store call by *node*."""
+        self.operations += 1
+        self.per_node[node] = self.per_node.get(node, 0) + 1
+
+    def joined(self, node: str, group: str, position: int) -> None:
+        """*node* put its member record into *group* (``<incarnation>/<round>``) as number
+        *position*: one write, racing with nobody."""
+        round = int(group.rpartition("/")[2])
+        if round == 0 and self.trigger == "start":
+            width = min(self.nodes, 40)  # the bar's scale: at most 40 characters
+            done = min(position * width // self.nodes, width)
+            bar = "#" * done + "." * (width - done)
+            self.result.order.append(node)
+            self.say(f"  [{bar}] {node} joined round 0 as #{position}")
+        elif self.completed and round > self.completed[-1].round:
+            self.say(f"  {node} joined round {round} (#{position} in it)")
+
+    def evicted(self, watcher: str, node: str) -> None:
+        """*watcher* deleted *node*'s record: silent past its heartbeat timeout."""
+        self.say(f"  {watcher} evicted {node}: its record went {self.heartbeat_timeout:g} s "
+                 "without a heartbeat")
 
     def report(self, info: RendezvousInfo) -> None:
         """A node holds its rank; print the round once all its participants do."""
         members = self.reports.setdefault(info.round, [])
         members.append(info)
+        if info.round == 0 and self.trigger == "start":
+            self.result.operations_per_node[info.node] = self.per_node.get(info.node, 0)
         if len(members) < info.world_size:
             return
         seconds = time.perf_counter() - self.round_started

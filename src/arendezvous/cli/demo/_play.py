@@ -4,16 +4,17 @@ Every node is an :class:`~arendezvous.rendezvous.AsyncRendezvous` on its own bac
 handles add a simulated network latency before each write and count what they do). The demo
 plays four acts:
 
-1. all N nodes race to join round 0 (``min_nodes = N - 1``, ``max_nodes = N``); each join is a
-   compare-and-swap, and a node that loses retries from the state the losing call returned;
-2. one node drops out without a word (its store handle goes silent); the others, waiting on
-   ``wait_for_round_end()``, evict it when its heartbeat runs out, and form round 1 without it;
+1. all N nodes join round 0 at once (``min_nodes = N - 1``, ``max_nodes = N``); each writes its
+   own member record, which tells it how many have joined, so nobody races: the node that makes
+   it N completes the round;
+2. one node drops out without a word (its store handle goes silent); its watcher evicts it when
+   its record goes a heartbeat timeout without a heartbeat, and the others form round 1;
 3. it comes back: it waits for the next round, the others see it waiting, and round 2 has all N;
 4. one node closes the run; everybody sees it closed.
 
 Nothing polls: every node waits on the store's change notifications or on a deadline. The output
-shows each join, each round with its ranks, and ends with the round-0 join order, the CAS
-conflicts and the operations per second, and a table of the rounds.
+shows each join, each round with its ranks, and ends with the round-0 join order, the store
+calls each node made, and a table of the rounds.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ async def run_demo(
     if nodes < 1:
         raise ValueError("nodes must be at least 1")
     run_id = run_id or f"demo-{random.getrandbits(32):08x}"
-    demo = Demo(nodes, latency, random.Random(seed), out)
+    demo = Demo(nodes, latency, random.Random(seed), out, HEARTBEAT_TIMEOUT)
     names = [f"node-{index}" for index in range(nodes)]
     handles: list[AsyncRendezvousBackend] = []
     scopes: dict[str, anyio.CancelScope] = {}
@@ -87,7 +88,7 @@ async def run_demo(
 
     first = open_backend(url, run_id=run_id)
     handles.append(first)
-    demo.say(f"{nodes} nodes racing to join run {run_id!r} on {first.name} ({redact_url(url)}): "
+    demo.say(f"{nodes} nodes joining run {run_id!r} on {first.name} ({redact_url(url)}): "
              f"min {max(1, nodes - 1)}, max {nodes} nodes, last call {LAST_CALL:g} s, "
              f"heartbeat {HEARTBEAT:g} s (evicted after {HEARTBEAT_TIMEOUT:g} s)")
     started = time.perf_counter()
@@ -116,7 +117,6 @@ async def run_demo(
         for handle in handles:
             with anyio.CancelScope(shield=True):
                 await handle.aclose()
-    demo.result.conflicts = {name: demo.result.conflicts.get(name, 0) for name in names}
     demo.result.total_operations = demo.operations
     demo.result.total_seconds = time.perf_counter() - started
     return demo.result
