@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +87,6 @@ def check_processes_rendezvous(url: str, *, store_has_its_own_clock: bool = True
             worker.stop()
 
 
-@pytest.fixture
-def file_url(tmp_path: Path) -> Iterator[str]:
-    yield f"file://{tmp_path}?durable=false&poll_interval=0.01"
-
-
-def test_processes_on_the_file_backend(file_url: str) -> None:
-    check_processes_rendezvous(file_url, store_has_its_own_clock=False)
+def test_processes_on_the_file_backend(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}?durable=false&poll_interval=0.01"
+    check_processes_rendezvous(url, store_has_its_own_clock=False)
