@@ -16,19 +16,19 @@ import pytest
 
 from ._processes import Worker, start_workers
 
-_FAKETIME_LIBRARY = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+_FAKETIME_LIBRARIES = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
 
 
 def skewed_clocks(*offsets: str, monotonic: bool) -> list[dict[str, str]]:
     """Environments running a worker with its clock moved by each offset (``"+1h"``, ``"-1h"``),
     through libfaketime; *monotonic*: move its monotonic clock too (a machine of its own)."""
-    if not _FAKETIME_LIBRARY.exists():
+    if not _FAKETIME_LIBRARIES:
         if os.environ.get("CI"):
-            pytest.fail(f"{_FAKETIME_LIBRARY} is missing: install Debian's faketime package")
+            pytest.fail("libfaketime.so.1 is missing: install Debian's faketime package")
         pytest.skip("libfaketime is not installed (apt-get install faketime)")
     return [
         {} if offset == "0" else {
-            "LD_PRELOAD": str(_FAKETIME_LIBRARY),
+            "LD_PRELOAD": str(_FAKETIME_LIBRARIES[0]),
             "FAKETIME": offset,
             "FAKETIME_DONT_FAKE_MONOTONIC": "0" if monotonic else "1",
             "FAKETIME_NO_CACHE": "1",
