@@ -105,7 +105,9 @@ def show(value: object, limit: int = 60) -> str:
     if len(text) <= limit:
         return text
     if isinstance(value, bytes):
-        return f"{text[: limit - 20]}...' ({len(value)} bytes)"
+        return f"{value[: limit // 3]!r}... ({len(value)} bytes)"
+    if isinstance(value, str):
+        return f"{value[: limit // 2]!r}..."
     if isinstance(value, tuple):
         return "(" + ", ".join(show(item, limit // 2) for item in value) + ")"
     return text[: limit - 3] + "..."
@@ -142,11 +144,13 @@ def check_written(result: object, state: bytes, old: Token | None, call: str) ->
             f"{call} held the current token {show(old)}, so it must write and return "
             f"({show(state)}, <a new token>, True); it returned {show(result)}",
         )
-    if token is None or tokens_equal(token, old):
+    if token is None:
+        raise broken(CAS, f"{call} wrote but returned the token None; a write returns a token")
+    if tokens_equal(token, old):
         raise broken(
             NO_ABA,
-            f"{call} wrote but returned the token {show(token)}; a write must return a new "
-            f"token, different from {show(old)}",
+            f"token {show(token)} was issued twice: ABA ({call} wrote and returned the very "
+            "token it was given)",
         )
     return token
 
