@@ -197,35 +197,42 @@ def check_read(
 
 
 def check_race(
-    results: Sequence[object], payloads: Sequence[bytes], token: Token | None, promise: str = CAS
+    results: Sequence[object],
+    payloads: Sequence[bytes],
+    token: Token | None,
+    labels: Sequence[str] | None = None,
 ) -> int:
     """Racing writers all passed the current *token*: exactly one wrote its payload, and every
-    other returned the winner's state and token. Returns the winner's index."""
+    other returned the winner's state and token. Returns the winner's index.
+
+    *labels* name the racers in messages (default: ``writer 0``, ``writer 1``, ...).
+    """
+    names = list(labels) if labels is not None else [f"writer {i}" for i in range(len(results))]
     checked = [
-        check_set_result(result, f"racing set_state({show(payloads[index])}, {show(token)})")
-        for index, result in enumerate(results)
+        check_set_result(result, f"{name}'s set_state({show(payload)}, {show(token)})")
+        for name, payload, result in zip(names, payloads, results, strict=True)
     ]
     winners = [index for index, result in enumerate(checked) if result[2]]
     if len(winners) != 1:
         raise broken(
-            promise,
+            CAS,
             f"{len(winners)} of {len(results)} racing writers won with the same current token "
-            f"{show(token)} (writers {winners}); exactly one may win -- is the compare and the "
-            "write one atomic step?",
+            f"{show(token)} ({', '.join(names[index] for index in winners) or 'none'} won); "
+            "exactly one may win -- is the compare and the write one atomic step?",
         )
     (winner,) = winners
     state, new_token, _ = checked[winner]
     if state != payloads[winner]:
         raise broken(
-            promise,
-            f"racing writer {winner} won but returned the state {show(state)}, "
+            CAS,
+            f"{names[winner]} won the race but returned the state {show(state)}, "
             f"not the {show(payloads[winner])} it wrote",
         )
     for index, result in enumerate(checked):
         if index != winner and (result[0] != state or not tokens_equal(result[1], new_token)):
             raise broken(
-                promise,
-                f"racing writer {index} lost and returned {show(result)}; a loser must return "
+                CAS,
+                f"{names[index]} lost the race and returned {show(result)}; a loser must return "
                 f"the winner's state and token ({show(state)}, {show(new_token)}, False)",
             )
     return winner

@@ -239,7 +239,8 @@ def backend_state_machine(
 
             self.call(race)
             if tokens_equal(token, self.current_token()):
-                winner = check_race(results, payloads, token)
+                labels = [f"writer {writer}" for writer in racers]
+                winner = check_race(results, payloads, token, labels)
                 _, new_token, _ = check_set_result(results[winner], "the winning write")
                 self.record_win(
                     payloads[winner],
