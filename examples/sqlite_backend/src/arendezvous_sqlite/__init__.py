@@ -94,10 +94,12 @@ class SQLiteBackend(RunHandle, AsyncRendezvousBackend):
 
     @property
     def name(self) -> str:
+        """``"sqlite"``."""
         return "sqlite"
 
     def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         with self._lock, _store_errors():
+            self._check_open()  # again: aclose() may have run since the call began
             if self._db is None:
                 os.close(os.open(self._path, os.O_CREAT | os.O_RDWR, 0o600))
                 # Autocommit: every transaction is explicit (BEGIN IMMEDIATE below).
@@ -114,12 +116,14 @@ class SQLiteBackend(RunHandle, AsyncRendezvousBackend):
         return None if row is None else (_decode(row[0]), row[1])
 
     async def get_state(self) -> tuple[bytes, Token] | None:
+        """The run's ``(state, token)``, or ``None``; one read in a worker thread."""
         self._check_open()
         return await anyio.to_thread.run_sync(self._run, self._read)
 
     async def set_state(
         self, state: bytes, token: Token | None = None
     ) -> tuple[bytes, Token, bool]:
+        """Compare and swap in one ``BEGIN IMMEDIATE`` transaction, in a worker thread."""
         self._check_open()
         state = check_state(state, self._max_state_size)
 
@@ -145,6 +149,7 @@ class SQLiteBackend(RunHandle, AsyncRendezvousBackend):
     async def wait_for_change(
         self, token: Token | None, *, timeout: float | None = None
     ) -> tuple[bytes, Token] | None:
+        """Poll every ``poll_interval`` seconds (SQLite has no change notification)."""
         check_timeout(timeout)
         deadline = None if timeout is None else anyio.current_time() + max(timeout, 0)
         while True:
@@ -157,6 +162,8 @@ class SQLiteBackend(RunHandle, AsyncRendezvousBackend):
             await anyio.sleep(max(0.0, min(self._poll_interval, left)))
 
     async def aclose(self) -> None:
+        """Close the connection; later calls, and waiters at their next poll, raise
+        ``BackendClosedError``."""
         self._closed = True
         await anyio.to_thread.run_sync(self._run_close)
 
