@@ -7,9 +7,12 @@ directly, as pytest would, on planted backends.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import inspect
+import re
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
@@ -61,6 +64,8 @@ def test_racing_writers_test_catches_a_non_atomic_backend() -> None:
         run(suite, "test_exactly_one_of_racing_writers_wins", "asyncio")
     assert caught.value.promise.startswith("promise 2 (set_state is one atomic compare-and-swap")
     assert "8 of 8 racing writers won with the same current token" in str(caught.value)
+    winners = ", ".join(f"writer {index}" for index in range(8))
+    assert f"({winners} won)" in str(caught.value)
     assert "is the compare and the write one atomic step?" in str(caught.value)
 
 
@@ -248,19 +253,54 @@ def test_a_subclass_own_async_tests_run_the_same_way() -> None:
     assert ran == [("trio", b"mine")]
 
 
-def test_a_missing_trio_skips_with_one_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "trio" else find_spec(name)
-    )
+_NO_TRIO = (
+    "trio is not installed, so the trio half of the arendezvous test kit cannot run here "
+    "(the asyncio half does): pip install 'arendezvous[testing]', or leave 'trio' out of "
+    "your anyio_backend fixture"
+)
+
+
+def test_a_missing_trio_skips_the_trio_half(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "trio", None)  # what `import trio` meets when not installed
     with pytest.raises(pytest.skip.Exception) as caught:
         run(MemoryConformance(), "test_runs_are_isolated", "trio")
-    assert str(caught.value) == (
-        "trio is not installed, so the trio half of the arendezvous test kit cannot run here "
-        "(the asyncio half does): pip install 'arendezvous[testing]', or leave 'trio' out of "
-        "your anyio_backend fixture"
-    )
+    assert str(caught.value) == _NO_TRIO
     run(MemoryConformance(), "test_runs_are_isolated", "asyncio")
+
+
+@pytest.mark.slow
+def test_without_trio_a_project_sees_one_message_and_the_asyncio_half(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text(
+        "import sys\nsys.modules['trio'] = None  # as if trio were not installed\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "test_kit.py").write_text(
+        "import pytest\n"
+        "from arendezvous import MemoryBackend\n"
+        "from arendezvous.testing import BackendConformance\n"
+        "@pytest.fixture(params=['asyncio', 'trio'])\n"
+        "def anyio_backend(request):\n"
+        "    return request.param\n"
+        "class TestMemory(BackendConformance):\n"
+        "    async def make_backend(self, run_id):\n"
+        "        return MemoryBackend(run_id)\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:asyncio", "-rs"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout
+    assert result.returncode == 0, output
+    skipped = [line for line in output.splitlines() if line.startswith("SKIPPED")]
+    assert len(skipped) == 1, output
+    assert skipped[0].endswith(_NO_TRIO), output
+    counts = re.search(r"(\d+) passed, (\d+) skipped", output)
+    assert counts is not None, output
+    assert int(counts[1]) == int(counts[2]) >= 40, output
 
 
 def test_an_unknown_loop_is_refused() -> None:

@@ -104,3 +104,12 @@ def test_the_base_adds_no_await_of_its_own() -> None:
             assert await wrapper.get_state() is None
 
     anyio.run(main)
+
+
+def test_the_wrapper_module_is_public_and_documented() -> None:
+    import arendezvous.testing.wrapper as module
+
+    assert module.__all__ == ("BackendWrapper",)
+    assert module.__doc__
+    for name in ("backend", "name", "run_id", "member_table", "get_state", "set_state"):
+        assert getattr(BackendWrapper, name).__doc__, name

@@ -11,7 +11,7 @@ user's backend.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -46,8 +46,15 @@ def loop_and_options(anyio_backend: object) -> tuple[str, dict[str, Any]]:
 
 
 def missing_loop(name: str) -> str | None:
-    """Why the loop *name* cannot run in this environment, or ``None`` when it can."""
-    if name == "trio" and importlib.util.find_spec("trio") is None:
+    """Why the loop *name* cannot run in this environment, or ``None`` when it can.
+
+    Asked only when a test is about to run on that loop, so importing it costs nothing extra.
+    """
+    if name != "trio":
+        return None
+    try:
+        importlib.import_module("trio")
+    except ImportError:
         return (
             "trio is not installed, so the trio half of the arendezvous test kit cannot run "
             "here (the asyncio half does): pip install 'arendezvous[testing]', or leave "
