@@ -80,7 +80,7 @@ HUNT = settings(
     deadline=None,
     database=None,
     report_multiple_bugs=False,
-    phases=[Phase.generate, Phase.shrink],
+    phases=[Phase.generate],
 )
 TestNonAtomicRaces = backend_state_machine(lambda run_id: NonAtomicBackend(STATES, run_id)).TestCase
 TestNonAtomicRaces.settings = HUNT
