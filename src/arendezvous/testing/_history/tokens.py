@@ -3,7 +3,8 @@
 Tokens are opaque, so a history file stores one through a :class:`TokenCodec` when the codec can
 encode it exactly (:class:`JsonTokenCodec` does ``str``, ``int``, ``bool``, ``bytes`` and tuples of
 them), and otherwise as its ``repr``, which loads back as an :class:`OpaqueToken`.
-:class:`TokenKeys` gives every distinct token of one file its own ``repr`` key.
+:class:`TokenKeys` gives every distinct token of one file its own ``repr`` key, numbering
+tokens by ``==`` with :class:`TokenIds` (which the linearizability checker uses too).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Protocol
 
 from ..._backend import Token
 
-__all__ = ("JsonTokenCodec", "OpaqueToken", "TokenCodec", "TokenKeys")
+__all__ = ("JsonTokenCodec", "OpaqueToken", "TokenCodec", "TokenIds", "TokenKeys")
 
 
 class TokenCodec(Protocol):
@@ -86,37 +87,53 @@ class OpaqueToken:
         return self.key
 
 
+class TokenIds:
+    """Numbers distinct tokens 0, 1, 2, ... by ``==``; an unhashable token equals only itself.
+
+    It holds every token it numbered, so an identity-based token stays alive -- and its number,
+    and its ``repr`` (which shows its address), cannot pass to another token -- while it exists.
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[Any, int] = {}
+        self._unhashable: list[tuple[object, int]] = []
+        self.values: list[object] = []
+
+    def id(self, token: object) -> int:
+        """The number of *token*: the same for tokens equal to it, a new one otherwise."""
+        try:
+            found = self._ids.get(token)
+        except TypeError:
+            for other, number in self._unhashable:
+                if other is token:
+                    return number
+            self._unhashable.append((token, len(self.values)))
+            self.values.append(token)
+            return len(self.values) - 1
+        if found is None:
+            found = self._ids[token] = len(self.values)
+            self.values.append(token)
+        return found
+
+
 class TokenKeys:
     """Gives every distinct token (by ``==``) its own ``repr`` key within one recorder."""
 
     def __init__(self) -> None:
-        self._keys: dict[Any, str] = {}
+        self._ids = TokenIds()
+        self._keys: list[str] = []
         self._owners: set[str] = set()
-        # Holding the tokens keeps identity-based tokens alive, so their repr (which shows the
-        # address) cannot be reused by a different token while this recorder exists.
-        self._unhashable: list[tuple[object, str]] = []
 
     def key(self, token: object) -> str:
-        try:
-            known = self._keys.get(token)
-        except TypeError:
-            for other, key in self._unhashable:
-                if other is token:
-                    return key
-            known = None
-            hashable = False
-        else:
-            hashable = True
-        if known is not None:
-            return known
+        """*token*'s key: its ``repr``, with a ``#n`` suffix if another token had it first."""
+        number = self._ids.id(token)
+        if number < len(self._keys):
+            return self._keys[number]
         key = base = repr(token)
         suffix = 1
         while key in self._owners:
             suffix += 1
             key = f"{base}#{suffix}"
         self._owners.add(key)
-        if hashable:
-            self._keys[token] = key
-        else:
-            self._unhashable.append((token, key))
+        self._keys.append(key)
         return key

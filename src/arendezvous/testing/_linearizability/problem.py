@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Iterable
-from typing import Any
 
+from .._history.tokens import TokenIds
 from .._promises import tokens_equal
 from ..history import Operation
 
@@ -31,7 +31,7 @@ __all__ = (
     "WRITE",
     "Entries",
     "Problem",
-    "TokenIds",
+    "RegisterTokens",
     "Violation",
     "check_alone",
     "compile_entries",
@@ -57,31 +57,13 @@ Entries = list[tuple[Operation, int]]
 """Operations with their roles (``REQUIRED``, ``OPTIONAL``, ``REMOVED``)."""
 
 
-class TokenIds:
-    """Interns tokens by ``==`` to small integers, so the search compares integers."""
-
-    def __init__(self) -> None:
-        self._ids: dict[Any, int] = {}
-        self._unhashable: list[tuple[object, int]] = []
-        self.values: list[object] = []
+class RegisterTokens(TokenIds):
+    """Tokens as small integers, so the search compares integers; ``None`` (no state) is
+    :data:`EMPTY`."""
 
     def id(self, token: object) -> int:
-        if token is None:
-            return EMPTY
-        try:
-            found = self._ids.get(token)
-        except TypeError:
-            for other, number in self._unhashable:
-                if other is token:
-                    return number
-            number = len(self.values)
-            self.values.append(token)
-            self._unhashable.append((token, number))
-            return number
-        if found is None:
-            found = self._ids[token] = len(self.values)
-            self.values.append(token)
-        return found
+        """*token*'s number, or :data:`EMPTY` for ``None``."""
+        return EMPTY if token is None else super().id(token)
 
 
 class Violation(Exception):
@@ -158,7 +140,7 @@ def compile_entries(entries: list[tuple[Operation, int]], *, exact: bool) -> Pro
     *exact* is false when removed writes stand in as havoc: then a token no kept write produced
     may have come from one of them.
     """
-    tokens = TokenIds()
+    tokens = RegisterTokens()
     producers: dict[int, Operation] = {}
     state_of: dict[int, tuple[bytes, Operation]] = {}
     nodes: list[tuple[Operation, int, int, int, int, int]] = []  # op, role, kind, v, a, out
