@@ -15,6 +15,7 @@ contract's words -- never with an error from the wrong event loop.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -112,6 +113,9 @@ class Case:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example installed as a user would install it (offline, with this venv's hatchling)."""
+    for needed in ("hatchling", "pytest_asyncio"):
+        if importlib.util.find_spec(needed) is None:
+            pytest.fail(f"{needed} is missing: the dev extra brings it (pip install -e '.[dev]')")
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [
