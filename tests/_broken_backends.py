@@ -1,4 +1,8 @@
-"""Deliberately broken backends, planted to prove that the test kit catches them."""
+"""Deliberately broken backends, planted to prove that the test kit catches them.
+
+Also copied into the example third-party project by ``tests/testing/test_example_project.py``,
+so it imports nothing but arendezvous and anyio.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,7 @@ from typing import Any
 
 import anyio.lowlevel
 
-from arendezvous import AsyncRendezvousBackend, Token
-from arendezvous._backend import check_state
+from arendezvous.contract import AsyncRendezvousBackend, Token, check_state
 
 __all__ = ("ContentTokenBackend", "NonAtomicBackend")
 

@@ -202,7 +202,11 @@ async def test_calls_still_running_count_as_unknown() -> None:
 def test_backend_without_run_id_needs_a_key() -> None:
     with pytest.raises(TypeError, match="key="):
         RecordingBackend(ScriptedBackend(run_id=None), Recorder())
-    assert RecordingBackend(ScriptedBackend(run_id=None), Recorder(), key="k").run_id == "k"
+    keyed = RecordingBackend(ScriptedBackend(run_id=None), Recorder(), key="k")
+    # The key names the register; run_id follows every wrapper's rule: the wrapped one's, or None.
+    assert (keyed.key, keyed.run_id) == ("k", None)
+    named = RecordingBackend(ScriptedBackend(run_id="run"), Recorder(), key="other")
+    assert (named.key, named.run_id) == ("other", "run")
 
 
 def test_default_client_names_are_distinct() -> None:

@@ -1,28 +1,51 @@
 """A pytest conformance suite for any :class:`~arendezvous.AsyncRendezvousBackend`.
 
 Subclass :class:`BackendConformance` in a test module and implement :meth:`make_backend`; every
-``test_*`` method then runs against your backend, on each event loop your ``anyio_backend``
-fixture names (anyio's pytest plugin)::
+``test_*`` method then runs against your backend, once per event loop your ``anyio_backend``
+fixture names (``"asyncio"``, ``"trio"``; without a fixture of your own, anyio's pytest plugin
+offers every loop installed)::
 
-    from arendezvous.testing.conformance import BackendConformance
+    import pytest
+    from arendezvous.testing import BackendConformance
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(request):
+        return request.param
 
     class TestMyBackend(BackendConformance):
         async def make_backend(self, run_id):
             return MyBackend(run_id, ...)
 
-Backends that decode what they read (all but the in-memory one) also subclass
-:class:`CorruptStateConformance` and implement :meth:`~CorruptStateConformance.corrupt_state`,
-which writes raw bytes into the store behind the backend's back.
+Backends that decode what they read (all but an in-memory one) subclass
+:class:`CorruptStateConformance` instead and implement
+:meth:`~CorruptStateConformance.corrupt_state`, which writes raw bytes into the store behind the
+backend's back.
 
 The suite covers PyTorch's ``RendezvousBackendTestMixin`` behaviours and the stricter ones of
 arendezvous: no token ever repeats, foreign and garbage tokens are merely stale, bad input raises
 and changes nothing, exactly one of many racing writers wins, cancellation never half-writes.
+A failed test raises a :class:`~arendezvous.testing.ContractViolation` naming the promise that
+broke, the call and the values.
+
+**Any pytest set-up.** The tests are plain (synchronous) pytest tests: each starts the event
+loop it was asked for in a thread of its own and awaits its body there, so they run the same
+with anyio's plugin alone and with pytest-asyncio installed, in strict or auto mode, with or
+without ``@pytest.mark.asyncio`` on the subclass. :meth:`make_backend` and
+:meth:`~CorruptStateConformance.corrupt_state` are awaited on that loop: make anything bound to
+an event loop (clients, connection pools) inside them, not in a fixture. A test whose loop is
+not installed (trio) is skipped with one message saying what to install.
+
+**Your own tests.** An ``async def test_*`` method you add to a subclass runs the same way, and
+may take ``backend`` (an open handle on the test's run) and ``open_backend`` (a factory of more
+handles: ``await open_backend()`` or ``await open_backend(other_run_id)``) besides any fixture;
+every handle is closed when the test ends.
 """
 
 from __future__ import annotations
 
+import inspect
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import anyio
@@ -30,6 +53,28 @@ import pytest
 
 from .._backend import DEFAULT_MAX_STATE_SIZE, AsyncRendezvousBackend, Token
 from .._errors import BackendClosedError, RendezvousStateError
+from ._promises import (
+    CANCEL,
+    CLOSED,
+    CORRUPT,
+    INPUT,
+    NAME,
+    RUNS,
+    STALE,
+    WAIT,
+    TokenLedger,
+    broken,
+    check_race,
+    check_read,
+    check_set_result,
+    check_unchanged,
+    check_written,
+    expect_error,
+    must_not_raise,
+    show,
+    tokens_equal,
+)
+from ._runner import convert_test_methods
 
 __all__ = ("BackendConformance", "CorruptStateConformance", "OpenBackend")
 
@@ -37,20 +82,32 @@ OpenBackend = Callable[..., Awaitable[AsyncRendezvousBackend]]
 """``await open_backend(run_id=None)``: a new handle; ``None`` means the test's own run."""
 
 _GARBAGE_TOKENS: tuple[Any, ...] = ("invalid", 0, 1, -1, 2**70, b"x", 1.5, (1, 2), object())
+_NOT_BYTES: tuple[Any, ...] = ("text", bytearray(b"ba"), memoryview(b"mv"), None, 7, [b"x"])
 
 
 class BackendConformance:
-    """The contract's behaviours as pytest tests; subclass and implement :meth:`make_backend`."""
+    """The contract's behaviours as pytest tests; subclass and implement :meth:`make_backend`.
 
-    pytestmark: ClassVar[Any] = pytest.mark.anyio
+    Class attributes tune the suite to a backend: :attr:`max_state_size`, :attr:`timeout`,
+    :attr:`deadline`.
+    """
 
     #: The backend's documented size limit; override when it is not the default.
     max_state_size: ClassVar[int] = DEFAULT_MAX_STATE_SIZE
     #: How long a test waits for something that should happen promptly (seconds).
     timeout: ClassVar[float] = 10.0
+    #: How long one whole test may take before it fails as hung (seconds).
+    deadline: ClassVar[float] = 120.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        convert_test_methods(cls)
 
     async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
-        """Return a new, open handle on the run *run_id* (each call a separate handle)."""
+        """Return a new, open handle on the run *run_id* (each call a separate handle).
+
+        Awaited on the test's own event loop, once per handle the test needs.
+        """
         raise NotImplementedError("subclasses of BackendConformance implement make_backend()")
 
     @pytest.fixture
@@ -58,9 +115,10 @@ class BackendConformance:
         """A fresh run id per test, so tests never see each other's state."""
         return f"conformance-{uuid.uuid4().hex}"
 
-    @pytest.fixture
-    async def open_backend(self, run_id: str) -> AsyncIterator[OpenBackend]:
-        """A factory of handles, every one closed when the test ends."""
+    async def _run_kit_test(
+        self, body: Callable[..., Awaitable[None]], run_id: str, arguments: dict[str, Any]
+    ) -> None:
+        """Await ``body(self, **arguments)`` with the kit's arguments, then close every handle."""
         handles: list[AsyncRendezvousBackend] = []
 
         async def open_handle(other_run_id: str | None = None) -> AsyncRendezvousBackend:
@@ -68,207 +126,269 @@ class BackendConformance:
             handles.append(handle)
             return handle
 
-        yield open_handle
-        for handle in handles:
-            await handle.aclose()
+        wanted = inspect.signature(body).parameters
+        finished = False
+        try:
+            with anyio.move_on_after(self.deadline) as scope:
+                if "open_backend" in wanted:
+                    arguments["open_backend"] = open_handle
+                if "backend" in wanted:
+                    arguments["backend"] = await open_handle()
+                await body(self, **arguments)
+            if scope.cancelled_caught:
+                raise AssertionError(
+                    f"{body.__name__} did not finish within {self.deadline} s "
+                    f"({type(self).__name__}.deadline): a call on the backend hangs"
+                )
+            finished = True
+        finally:
+            with anyio.CancelScope(shield=True):
+                for handle in handles:
+                    try:
+                        await handle.aclose()
+                    except Exception:
+                        if finished:
+                            raise
+                        # the test's own failure says more than a failed clean-up after it
 
-    @pytest.fixture
-    async def backend(self, open_backend: OpenBackend) -> AsyncRendezvousBackend:
-        """One open handle on the test's run."""
-        return await open_backend()
+    # -- helpers ---------------------------------------------------------------------------------
+
+    async def _create(self, backend: AsyncRendezvousBackend, state: bytes) -> Token:
+        """Create the run's state (the run has none yet); return its token."""
+        call = f"set_state({show(state)}) on a run with no state"
+        return check_written(await backend.set_state(state), state, None, call)
+
+    async def _replace(self, backend: AsyncRendezvousBackend, state: bytes, token: Token) -> Token:
+        """Write *state* with the current *token*; return the new token."""
+        call = f"set_state({show(state)}, {show(token)})"
+        return check_written(await backend.set_state(state, token), state, token, call)
 
     # -- PyTorch's behaviours --------------------------------------------------------------------
 
     async def test_name_is_a_nonempty_str(self, backend: AsyncRendezvousBackend) -> None:
-        assert isinstance(backend.name, str)
-        assert backend.name
+        if not isinstance(backend.name, str) or not backend.name:
+            raise broken(NAME, f"backend.name is {show(backend.name)}")
 
     async def test_get_state_returns_none_if_no_state(
         self, backend: AsyncRendezvousBackend
     ) -> None:
-        assert await backend.get_state() is None
+        check_read(await backend.get_state(), None, "get_state()", "on a run with no state")
 
     async def test_set_state_creates_state_if_none_exists(
         self, backend: AsyncRendezvousBackend
     ) -> None:
-        state, token, written = await backend.set_state(b"first")
-        assert (state, written) == (b"first", True)
-        assert token is not None
-        assert await backend.get_state() == (b"first", token)
+        token = await self._create(backend, b"first")
+        check_read(await backend.get_state(), (b"first", token), "get_state()", "after it")
 
     async def test_get_state_returns_state_and_token(self, backend: AsyncRendezvousBackend) -> None:
-        _, token, _ = await backend.set_state(b"x" * 100)
-        result = await backend.get_state()
-        assert result is not None
-        assert result == (b"x" * 100, token)
-        assert isinstance(result[0], bytes)
+        token = await self._create(backend, b"x" * 100)
+        check_read(
+            await backend.get_state(), (b"x" * 100, token), "get_state()", "after a write"
+        )
 
     async def test_set_state_writes_if_token_is_current(
         self, backend: AsyncRendezvousBackend
     ) -> None:
-        _, token, _ = await backend.set_state(b"a")
-        state, new_token, written = await backend.set_state(b"b", token)
-        assert (state, written) == (b"b", True)
-        assert new_token != token
-        assert await backend.get_state() == (b"b", new_token)
+        token = await self._create(backend, b"a")
+        new_token = await self._replace(backend, b"b", token)
+        check_read(await backend.get_state(), (b"b", new_token), "get_state()", "after it")
 
     async def test_set_state_returns_current_if_token_is_old(
         self, backend: AsyncRendezvousBackend
     ) -> None:
-        _, old, _ = await backend.set_state(b"a")
-        _, current, _ = await backend.set_state(b"b", old)
-        assert await backend.set_state(b"c", old) == (b"b", current, False)
-        assert await backend.get_state() == (b"b", current)
+        old = await self._create(backend, b"a")
+        current = await self._replace(backend, b"b", old)
+        call = f"set_state(b'c', {show(old)})"
+        result = await must_not_raise(backend.set_state(b"c", old), STALE, call)
+        check_unchanged(result, (b"b", current), call, f"the replaced token {show(old)}")
+        check_read(await backend.get_state(), (b"b", current), "get_state()", "after it")
 
     async def test_set_state_returns_current_if_token_is_none(
         self, backend: AsyncRendezvousBackend
     ) -> None:
-        _, token, _ = await backend.set_state(b"a")
-        assert await backend.set_state(b"b") == (b"a", token, False)
-        assert await backend.set_state(b"b", None) == (b"a", token, False)
-        assert await backend.get_state() == (b"a", token)
+        token = await self._create(backend, b"a")
+        call = "set_state(b'b')"
+        result = await must_not_raise(backend.set_state(b"b"), STALE, call)
+        check_unchanged(result, (b"a", token), call, "no token although the run has state")
+        call = "set_state(b'b', None)"
+        result = await must_not_raise(backend.set_state(b"b", None), STALE, call)
+        check_unchanged(result, (b"a", token), call, "None although the run has state")
+        check_read(await backend.get_state(), (b"a", token), "get_state()", "after them")
 
     @pytest.mark.parametrize("garbage", _GARBAGE_TOKENS, ids=repr)
     async def test_set_state_returns_current_if_token_is_garbage(
         self, backend: AsyncRendezvousBackend, garbage: Any
     ) -> None:
-        _, token, _ = await backend.set_state(b"a")
-        assert await backend.set_state(b"b", garbage) == (b"a", token, False)
-        assert await backend.get_state() == (b"a", token)
+        token = await self._create(backend, b"a")
+        call = f"set_state(b'b', {show(garbage)})"
+        result = await must_not_raise(backend.set_state(b"b", garbage), STALE, call)
+        check_unchanged(result, (b"a", token), call, f"the garbage token {show(garbage)}")
+        check_read(await backend.get_state(), (b"a", token), "get_state()", "after it")
 
     async def test_set_state_with_unhashable_token_is_stale(
         self, backend: AsyncRendezvousBackend
     ) -> None:
-        _, token, _ = await backend.set_state(b"a")
+        token = await self._create(backend, b"a")
         unhashable: Any = ["not", "a", "token"]
-        assert await backend.set_state(b"b", unhashable) == (b"a", token, False)
+        call = f"set_state(b'b', {unhashable!r})"
+        result = await must_not_raise(backend.set_state(b"b", unhashable), STALE, call)
+        check_unchanged(result, (b"a", token), call, "an unhashable token")
 
     # -- arendezvous's stricter promises ---------------------------------------------------------
 
     async def test_set_state_with_token_on_empty_run_changes_nothing(
         self, backend: AsyncRendezvousBackend
     ) -> None:
-        assert await backend.set_state(b"a", "invalid") == (b"", None, False)
-        assert await backend.get_state() is None
-        state, _, written = await backend.set_state(b"a", None)
-        assert (state, written) == (b"a", True)
+        call = "set_state(b'a', 'invalid') on a run with no state"
+        result = await must_not_raise(backend.set_state(b"a", "invalid"), STALE, call)
+        check_unchanged(result, None, call, "a token although the run has no state")
+        check_read(await backend.get_state(), None, "get_state()", "after it")
+        await self._create(backend, b"a")
 
     async def test_tokens_never_repeat_even_for_the_same_bytes(
         self, backend: AsyncRendezvousBackend
     ) -> None:
-        _, token, _ = await backend.set_state(b"same")
-        seen = [token]
-        for _ in range(20):
-            _, token, written = await backend.set_state(b"same", token)
-            assert written
-            assert all(token != earlier for earlier in seen)
-            seen.append(token)
-        assert await backend.set_state(b"same", seen[0]) == (b"same", token, False)
+        ledger = TokenLedger()
+        token = await self._create(backend, b"same")
+        ledger.issue(token, "set_state(b'same') #1")
+        for write in range(2, 22):
+            token = await self._replace(backend, b"same", token)
+            ledger.issue(token, f"set_state(b'same') #{write}")
+        first = ledger[0]
+        call = f"set_state(b'same', {show(first)}) with the first token"
+        result = await must_not_raise(backend.set_state(b"same", first), STALE, call)
+        check_unchanged(result, (b"same", token), call, "the token of write #1, long replaced")
 
     async def test_token_from_another_run_is_stale(
         self, open_backend: OpenBackend, run_id: str
     ) -> None:
         mine = await open_backend()
         other = await open_backend(run_id + "-other")
-        _, my_token, _ = await mine.set_state(b"mine")
-        _, other_token, _ = await other.set_state(b"other")
-        assert await mine.set_state(b"stolen", other_token) == (b"mine", my_token, False)
-        assert await other.set_state(b"stolen", my_token) == (b"other", other_token, False)
+        my_token = await self._create(mine, b"mine")
+        other_token = await self._create(other, b"other")
+        for handle, token, current in (
+            (mine, other_token, (b"mine", my_token)),
+            (other, my_token, (b"other", other_token)),
+        ):
+            call = f"set_state(b'stolen', {show(token)})"
+            result = await must_not_raise(handle.set_state(b"stolen", token), STALE, call)
+            check_unchanged(result, current, call, "the current token of another run")
 
     async def test_runs_are_isolated(self, open_backend: OpenBackend, run_id: str) -> None:
         mine = await open_backend()
         other = await open_backend(run_id + "-isolated")
-        await mine.set_state(b"mine")
-        assert await other.get_state() is None
+        await self._create(mine, b"mine")
+        result = await other.get_state()
+        if result is not None:
+            raise broken(
+                RUNS,
+                f"get_state() on run {run_id + '-isolated'!r} returned {show(result)}, "
+                f"written to run {run_id!r}",
+            )
 
     async def test_handles_on_one_run_share_state(self, open_backend: OpenBackend) -> None:
         first, second = await open_backend(), await open_backend()
-        _, token, _ = await first.set_state(b"from first")
-        assert await second.get_state() == (b"from first", token)
-        _, token2, written = await second.set_state(b"from second", token)
-        assert written
-        assert await first.get_state() == (b"from second", token2)
+        token = await self._create(first, b"from first")
+        check_read(
+            await second.get_state(),
+            (b"from first", token),
+            "get_state() on a second handle",
+            "after the first handle wrote",
+            RUNS,
+        )
+        token2 = await self._replace(second, b"from second", token)
+        check_read(
+            await first.get_state(), (b"from second", token2), "get_state()", "on the first handle"
+        )
 
     async def test_empty_state_is_a_state(self, backend: AsyncRendezvousBackend) -> None:
-        _, token, written = await backend.set_state(b"")
-        assert written
-        assert await backend.get_state() == (b"", token)
-        assert await backend.set_state(b"x") == (b"", token, False)
+        token = await self._create(backend, b"")
+        check_read(await backend.get_state(), (b"", token), "get_state()", "after set_state(b'')")
+        call = "set_state(b'x') after set_state(b'')"
+        result = await must_not_raise(backend.set_state(b"x"), STALE, call)
+        check_unchanged(result, (b"", token), call, "None although the empty state exists")
 
     async def test_arbitrary_bytes_round_trip(self, backend: AsyncRendezvousBackend) -> None:
         blob = bytes(range(256)) * 4 + b"\x00\xff\n\r'\"\\"
-        _, token, _ = await backend.set_state(blob)
-        assert await backend.get_state() == (blob, token)
+        token = await self._create(backend, blob)
+        check_read(await backend.get_state(), (blob, token), "get_state()", "after the write")
 
     async def test_state_at_the_size_limit_is_accepted(
         self, backend: AsyncRendezvousBackend
     ) -> None:
         blob = b"\xab" * self.max_state_size
-        _, token, written = await backend.set_state(blob)
-        assert written
-        assert await backend.get_state() == (blob, token)
+        token = await self._create(backend, blob)
+        check_read(await backend.get_state(), (blob, token), "get_state()", "after the write")
 
     async def test_oversize_state_raises_value_error_and_changes_nothing(
         self, backend: AsyncRendezvousBackend
     ) -> None:
-        _, token, _ = await backend.set_state(b"kept")
-        with pytest.raises(ValueError, match="at most"):
-            await backend.set_state(b"x" * (self.max_state_size + 1), token)
-        assert await backend.get_state() == (b"kept", token)
+        token = await self._create(backend, b"kept")
+        size = self.max_state_size + 1
+        await expect_error(
+            ValueError,
+            backend.set_state(b"x" * size, token),
+            INPUT,
+            f"set_state(<{size} bytes>, <current token>) over the limit of "
+            f"{self.max_state_size} bytes",
+        )
+        check_read(
+            await backend.get_state(), (b"kept", token), "get_state()", "after the refused write"
+        )
 
-    @pytest.mark.parametrize(
-        "bad_state", ["text", bytearray(b"ba"), memoryview(b"mv"), None, 7, [b"x"]], ids=repr
-    )
+    @pytest.mark.parametrize("bad_state", _NOT_BYTES, ids=repr)
     async def test_non_bytes_state_raises_type_error_and_changes_nothing(
         self, backend: AsyncRendezvousBackend, bad_state: Any
     ) -> None:
-        with pytest.raises(TypeError, match="bytes"):
-            await backend.set_state(bad_state)
-        assert await backend.get_state() is None
-        _, token, _ = await backend.set_state(b"kept")
-        with pytest.raises(TypeError, match="bytes"):
-            await backend.set_state(bad_state, token)
-        assert await backend.get_state() == (b"kept", token)
+        call = f"set_state({show(bad_state)})"
+        await expect_error(TypeError, backend.set_state(bad_state), INPUT, call)
+        check_read(await backend.get_state(), None, "get_state()", f"after the refused {call}")
+        token = await self._create(backend, b"kept")
+        call = f"set_state({show(bad_state)}, <current token>)"
+        await expect_error(TypeError, backend.set_state(bad_state, token), INPUT, call)
+        check_read(
+            await backend.get_state(), (b"kept", token), "get_state()", f"after the refused {call}"
+        )
 
     async def test_exactly_one_of_racing_writers_wins(self, open_backend: OpenBackend) -> None:
         writers = [await open_backend() for _ in range(8)]
-        _, token, _ = await writers[0].set_state(b"start")
-        results: dict[int, tuple[bytes, Token, bool]] = {}
+        token = await self._create(writers[0], b"start")
+        payloads = [b"writer %d" % index for index in range(len(writers))]
+        results: list[object] = [None] * len(writers)
 
         async def write(index: int) -> None:
-            results[index] = await writers[index].set_state(b"writer %d" % index, token)
+            results[index] = await writers[index].set_state(payloads[index], token)
 
         async with anyio.create_task_group() as group:
             for index in range(len(writers)):
                 group.start_soon(write, index)
-        winners = [index for index, result in results.items() if result[2]]
-        assert len(winners) == 1, f"expected exactly one winner, got {winners}"
-        winner_state, winner_token, _ = results[winners[0]]
-        assert winner_state == b"writer %d" % winners[0]
-        for index, result in results.items():
-            if index != winners[0]:
-                assert result == (winner_state, winner_token, False)
-        assert await writers[0].get_state() == (winner_state, winner_token)
+        winner = check_race(results, payloads, token)
+        _, winner_token, _ = check_set_result(results[winner], "the winning write")
+        check_read(
+            await writers[0].get_state(),
+            (payloads[winner], winner_token),
+            "get_state()",
+            f"after writer {winner} won the race",
+        )
 
     async def test_exactly_one_of_racing_creators_wins(self, open_backend: OpenBackend) -> None:
         writers = [await open_backend() for _ in range(8)]
-        results: list[tuple[bytes, Token, bool]] = []
+        payloads = [b"creator %d" % index for index in range(len(writers))]
+        results: list[object] = [None] * len(writers)
 
         async def create(index: int) -> None:
-            results.append(await writers[index].set_state(b"creator %d" % index))
+            results[index] = await writers[index].set_state(payloads[index])
 
         async with anyio.create_task_group() as group:
             for index in range(len(writers)):
                 group.start_soon(create, index)
-        winners = [result for result in results if result[2]]
-        assert len(winners) == 1
-        assert all(result[:2] == winners[0][:2] for result in results)
+        check_race(results, payloads, None)
 
     async def test_cancelled_writes_apply_entirely_or_not_at_all(
         self, open_backend: OpenBackend
     ) -> None:
         writer, reader = await open_backend(), await open_backend()
-        _, token, _ = await writer.set_state(b"v0")
+        token = await self._create(writer, b"v0")
         last = b"v0"
         for attempt in range(20):
             payload = b"v%d" % (attempt + 1)
@@ -276,41 +396,56 @@ class BackendConformance:
                 scope.cancel()  # cancelled at its first checkpoint, wherever that falls
                 await writer.set_state(payload, token)
             current = await reader.get_state()
-            assert current is not None
-            if current[1] == token:
-                assert current[0] == last
-            else:
-                assert current[0] == payload
+            if current is None or (tokens_equal(current[1], token) and current[0] != last):
+                raise broken(
+                    CANCEL,
+                    f"after a cancelled set_state({show(payload)}, {show(token)}) the store "
+                    f"holds {show(current)}: neither the old state {show(last)} nor the new one",
+                )
+            if not tokens_equal(current[1], token):
+                if current[0] != payload:
+                    raise broken(
+                        CANCEL,
+                        f"after a cancelled set_state({show(payload)}, {show(token)}) the store "
+                        f"holds {show(current)}: a new token with other bytes than were written",
+                    )
                 token, last = current[1], payload
         # the handle still works after all those cancellations
-        _, _, written = await writer.set_state(b"after", token)
-        assert written
+        await self._replace(writer, b"after", token)
 
     async def test_wait_for_change_returns_at_once_if_token_differs(
         self, backend: AsyncRendezvousBackend
     ) -> None:
-        _, old, _ = await backend.set_state(b"a")
-        _, current, _ = await backend.set_state(b"b", old)
+        old = await self._create(backend, b"a")
+        current = await self._replace(backend, b"b", old)
         with anyio.fail_after(self.timeout):
-            assert await backend.wait_for_change(old) == (b"b", current)
-            assert await backend.wait_for_change(None) == (b"b", current)
-            # timeout=0 means "do not wait", not "do not look"
-            assert await backend.wait_for_change(old, timeout=0) == (b"b", current)
+            for call, result in (
+                (f"wait_for_change({show(old)})", await backend.wait_for_change(old)),
+                ("wait_for_change(None)", await backend.wait_for_change(None)),
+                # timeout=0 means "do not wait", not "do not look"
+                (
+                    f"wait_for_change({show(old)}, timeout=0)",
+                    await backend.wait_for_change(old, timeout=0),
+                ),
+            ):
+                check_read(result, (b"b", current), call, "with a token not current", WAIT)
 
     async def test_wait_for_change_times_out_with_none(
         self, backend: AsyncRendezvousBackend
     ) -> None:
-        _, token, _ = await backend.set_state(b"a")
+        token = await self._create(backend, b"a")
         with anyio.fail_after(self.timeout):
-            assert await backend.wait_for_change(token, timeout=0.05) is None
-            assert await backend.wait_for_change(token, timeout=0) is None
+            for timeout in (0.05, 0):
+                call = f"wait_for_change(<current token>, timeout={timeout})"
+                result = await backend.wait_for_change(token, timeout=timeout)
+                check_read(result, None, call, "when nothing changes", WAIT)
 
     async def test_wait_for_change_sees_another_handles_write(
         self, open_backend: OpenBackend
     ) -> None:
         waiter, writer = await open_backend(), await open_backend()
-        _, token, _ = await writer.set_state(b"a")
-        result: list[tuple[bytes, Token] | None] = []
+        token = await self._create(writer, b"a")
+        result: list[object] = []
 
         async def wait() -> None:
             result.append(await waiter.wait_for_change(token, timeout=self.timeout))
@@ -318,14 +453,20 @@ class BackendConformance:
         async with anyio.create_task_group() as group:
             group.start_soon(wait)
             await anyio.wait_all_tasks_blocked()
-            _, new_token, _ = await writer.set_state(b"b", token)
-        assert result == [(b"b", new_token)]
+            new_token = await self._replace(writer, b"b", token)
+        check_read(
+            result[0],
+            (b"b", new_token),
+            f"wait_for_change(<current token>, timeout={self.timeout})",
+            "when another handle then writes",
+            WAIT,
+        )
 
     async def test_wait_for_change_with_none_waits_for_creation(
         self, open_backend: OpenBackend
     ) -> None:
         waiter, writer = await open_backend(), await open_backend()
-        result: list[tuple[bytes, Token] | None] = []
+        result: list[object] = []
 
         async def wait() -> None:
             result.append(await waiter.wait_for_change(None, timeout=self.timeout))
@@ -333,36 +474,59 @@ class BackendConformance:
         async with anyio.create_task_group() as group:
             group.start_soon(wait)
             await anyio.wait_all_tasks_blocked()
-            _, token, _ = await writer.set_state(b"created")
-        assert result == [(b"created", token)]
+            token = await self._create(writer, b"created")
+        check_read(
+            result[0],
+            (b"created", token),
+            f"wait_for_change(None, timeout={self.timeout})",
+            "when another handle then creates the state",
+            WAIT,
+        )
 
     async def test_wait_for_change_can_be_cancelled(self, backend: AsyncRendezvousBackend) -> None:
-        _, token, _ = await backend.set_state(b"a")
+        token = await self._create(backend, b"a")
         with anyio.move_on_after(0.05) as scope:
-            await backend.wait_for_change(token)
-        assert scope.cancelled_caught
-        _, _, written = await backend.set_state(b"b", token)
-        assert written
+            result = await backend.wait_for_change(token)
+        if not scope.cancelled_caught:
+            raise broken(
+                WAIT,
+                f"wait_for_change(<current token>) returned {show(result)} although nothing "
+                "changed (it must wait until cancelled)",
+            )
+        await self._replace(backend, b"b", token)
 
     async def test_closed_handle_refuses_calls(self, open_backend: OpenBackend) -> None:
         backend = await open_backend()
-        await backend.set_state(b"a")
+        await self._create(backend, b"a")
         await backend.aclose()
-        await backend.aclose()  # idempotent
-        with pytest.raises(BackendClosedError):
-            await backend.get_state()
-        with pytest.raises(BackendClosedError):
-            await backend.set_state(b"b")
+        await must_not_raise(backend.aclose(), CLOSED, "a second aclose()")
+        await expect_error(
+            BackendClosedError, backend.get_state(), CLOSED, "get_state() after aclose()"
+        )
+        await expect_error(
+            BackendClosedError, backend.set_state(b"b"), CLOSED, "set_state(b'b') after aclose()"
+        )
         other = await open_backend()
         current = await other.get_state()
-        assert current is not None
-        assert current[0] == b"a"
+        if current is None or current[0] != b"a":
+            raise broken(
+                CLOSED,
+                f"after one handle closed, another's get_state() returned {show(current)}, "
+                "not the state b'a' it had written",
+            )
 
     async def test_async_with_closes(self, run_id: str) -> None:
         async with await self.make_backend(run_id) as backend:
-            await backend.set_state(b"a")
-        with pytest.raises(BackendClosedError):
-            await backend.get_state()
+            await self._create(backend, b"a")
+        await expect_error(
+            BackendClosedError,
+            backend.get_state(),
+            CLOSED,
+            "get_state() after leaving `async with backend:`",
+        )
+
+
+convert_test_methods(BackendConformance)
 
 
 class CorruptStateConformance(BackendConformance):
@@ -372,7 +536,7 @@ class CorruptStateConformance(BackendConformance):
         """Store *raw* as run *run_id*'s stored representation, bypassing the backend's encoding.
 
         For a file backend that is the file's bytes; for a store, the raw value under the run's
-        key, written with the store's own client.
+        key, written with the store's own client. Awaited on the test's own event loop.
         """
         raise NotImplementedError("subclasses of CorruptStateConformance implement corrupt_state()")
 
@@ -385,11 +549,20 @@ class CorruptStateConformance(BackendConformance):
         backend = await open_backend()
         for raw in self.corrupt_values:
             await self.corrupt_state(run_id, raw)
-            with pytest.raises(RendezvousStateError):
-                await backend.get_state()
+            stored = f"the corrupt stored value {show(raw)}"
+            await expect_error(
+                RendezvousStateError, backend.get_state(), CORRUPT, f"get_state() on {stored}"
+            )
             for token in (None, "invalid"):
-                with pytest.raises(RendezvousStateError):
-                    await backend.set_state(b"overwrite?", token)
-            # still corrupt: nothing was written over it
-            with pytest.raises(RendezvousStateError):
-                await backend.get_state()
+                await expect_error(
+                    RendezvousStateError,
+                    backend.set_state(b"overwrite?", token),
+                    CORRUPT,
+                    f"set_state(b'overwrite?', {token!r}) on {stored}",
+                )
+            await expect_error(
+                RendezvousStateError,
+                backend.get_state(),
+                CORRUPT,
+                f"get_state() after set_state was refused on {stored} (was it overwritten?)",
+            )

@@ -43,6 +43,7 @@ import anyio
 
 from .._backend import DEFAULT_MAX_STATE_SIZE, AsyncRendezvousBackend, Token, check_state
 from .._errors import RendezvousConnectionError
+from .wrapper import BackendWrapper
 
 __all__ = ("Fault", "FaultyBackend", "InjectedFault")
 
@@ -60,7 +61,7 @@ def _probability(name: str, value: float) -> float:
     return float(value)
 
 
-class FaultyBackend(AsyncRendezvousBackend):
+class FaultyBackend(BackendWrapper):
     """Wraps *backend* and injects faults into its calls, reproducibly from *seed*.
 
     :param seed: seeds the decisions (``int``, ``str`` or ``bytes``).
@@ -73,7 +74,9 @@ class FaultyBackend(AsyncRendezvousBackend):
     :param reads: inject into ``get_state`` and ``wait_for_change`` too (default); ``False``
         confines faults to ``set_state``.
 
-    ``drop_before + drop_after + timeout`` must not exceed 1. ``aclose`` is never faulted.
+    ``drop_before + drop_after + timeout`` must not exceed 1. ``aclose`` is never faulted;
+    ``name``, ``run_id`` and capabilities are the wrapped backend's (see
+    :class:`~arendezvous.testing.wrapper.BackendWrapper`).
     Cancellation during an injected delay or hang propagates; the write was applied, or not,
     exactly as the wrapped backend left it.
     """
@@ -91,7 +94,7 @@ class FaultyBackend(AsyncRendezvousBackend):
         timeout_after: float = 0.05,
         reads: bool = True,
     ) -> None:
-        self._backend = backend
+        super().__init__(backend)
         self._delay = _probability("delay", delay)
         self._drop_before = _probability("drop_before", drop_before)
         self._drop_after = _probability("drop_after", drop_after)
@@ -109,21 +112,6 @@ class FaultyBackend(AsyncRendezvousBackend):
         self._calls = 0
 
     @property
-    def name(self) -> str:
-        return self._backend.name
-
-    @property
-    def run_id(self) -> str | None:
-        """The wrapped backend's run id, if it has one."""
-        run_id = getattr(self._backend, "run_id", None)
-        return run_id if isinstance(run_id, str) else None
-
-    @property
-    def backend(self) -> AsyncRendezvousBackend:
-        """The wrapped backend."""
-        return self._backend
-
-    @property
     def injected(self) -> Counter[str]:
         """Faults injected so far by kind: delay, drop_before, drop_after, timeout (a copy)."""
         with self._lock:
@@ -134,9 +122,6 @@ class FaultyBackend(AsyncRendezvousBackend):
         """How many calls drew decisions so far."""
         with self._lock:
             return self._calls
-
-    def __repr__(self) -> str:
-        return f"FaultyBackend({self._backend!r})"
 
     def _decide(self) -> tuple[float, Fault | None, bool]:
         """Draw this call's delay, fault and (for a timeout) whether the write applies."""
@@ -231,6 +216,3 @@ class FaultyBackend(AsyncRendezvousBackend):
         if fault == "drop_after":
             raise self._error(fault, "wait_for_change")
         return result
-
-    async def aclose(self) -> None:
-        await self._backend.aclose()

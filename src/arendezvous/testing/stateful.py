@@ -7,17 +7,25 @@ garbage token; and concurrent bursts in which many writers ``set_state`` with th
 one task group, where exactly one may win and every loser must see the winner's state and token.
 Every token the store hands out is remembered, so a token that comes back (ABA) is caught::
 
-    from arendezvous.testing.stateful import backend_state_machine
+    from arendezvous.testing import backend_state_machine
 
-    TestMyBackend = backend_state_machine(lambda run_id: MyBackend(run_id)).TestCase
+    TestMyBackendRaces = backend_state_machine(MyBackend).TestCase
+    TestMyBackendRacesOnTrio = backend_state_machine(MyBackend, anyio_backend="trio").TestCase
 
-Each test case runs its coroutines on one event loop (asyncio or trio) held open by an anyio
-blocking portal, so handles bound to a loop (network connections) stay valid between steps.
+A failed check raises a :class:`~arendezvous.testing.ContractViolation` naming the promise,
+the writer, the call and the values; Hypothesis then prints the shortest sequence of steps it
+found that breaks it.
+
+Each test case runs its coroutines on one event loop of its own (asyncio or trio), in a thread
+of its own, held open by an anyio blocking portal: handles bound to a loop (network
+connections) stay valid between steps, and no async pytest plugin of the project is involved.
+Set ``TestCase.settings`` to choose how many cases and steps Hypothesis tries.
 """
 
 from __future__ import annotations
 
 import inspect
+import unittest
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
@@ -35,11 +43,29 @@ from hypothesis.stateful import (
 )
 
 from .._backend import AsyncRendezvousBackend, Token
+from ._loops import loop_and_options, missing_loop
+from ._promises import (
+    READ,
+    STALE,
+    WAIT,
+    TokenLedger,
+    broken,
+    check_race,
+    check_read,
+    check_set_result,
+    check_unchanged,
+    check_written,
+    must_not_raise,
+    show,
+    tokens_equal,
+)
 
 __all__ = ("BackendFactory", "backend_state_machine")
 
 BackendFactory = Callable[[str], "AsyncRendezvousBackend | Awaitable[AsyncRendezvousBackend]"]
 """``make_backend(run_id)``: a new handle on run *run_id*, returned or awaited."""
+
+_PROMPTLY = 10.0  # seconds within which a wait with a stale token must return (at once, really)
 
 # Few distinct payloads, so that writing the same bytes again is common: a backend whose tokens
 # derive from the content (an ABA bug) is then caught quickly.
@@ -53,10 +79,6 @@ _garbage_tokens = st.one_of(
 )
 
 
-def _same(a: Token | None, b: Token | None) -> bool:
-    return a is b or (a is not None and b is not None and a == b)
-
-
 def backend_state_machine(
     make_backend: BackendFactory,
     *,
@@ -67,28 +89,37 @@ def backend_state_machine(
 
     :param make_backend: called with a fresh run id per test case, once per writer; may return
         the handle or an awaitable of it (called inside the event loop).
-    :param anyio_backend: the event loop to run on: ``"asyncio"`` or ``"trio"``.
+    :param anyio_backend: the event loop to run on: ``"asyncio"`` or ``"trio"``. Build one class
+        per loop to test both. Where the loop is not installed, each case is skipped with a
+        message saying what to install.
     :param writers: how many handles race (at least 2).
 
     Use ``.TestCase`` of the result as a unittest/pytest test, and set its ``settings``.
+
+    :raises ValueError: *writers* is below 2 or *anyio_backend* names no loop the kit runs on.
     """
     if writers < 2:
         raise ValueError("a race needs at least 2 writers")
+    loop, options = loop_and_options(anyio_backend)
     writer_indices = st.integers(0, writers - 1)
 
     class BackendStateMachine(RuleBasedStateMachine):
         """Racing writers against a model of one compare-and-swap register."""
 
         def __init__(self) -> None:
+            reason = missing_loop(loop)
+            if reason is not None:
+                raise unittest.SkipTest(reason)
             super().__init__()
             self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal(
-                backend=anyio_backend
+                backend=loop, backend_options=options
             )
             self.portal = self._portal_cm.__enter__()
             self.run_id = f"stateful-{uuid.uuid4().hex}"
             self.handles: list[AsyncRendezvousBackend] = []
             self.model: tuple[bytes, Token] | None = None
-            self.issued: list[Token] = []
+            self.issued = TokenLedger()
+            self.writes = 0
             self.known: list[Token | None] = [None] * writers
 
         def teardown(self) -> None:
@@ -103,33 +134,35 @@ def backend_state_machine(
         def call(self, function: Callable[..., Awaitable[Any]], *args: Any) -> Any:
             return self.portal.call(function, *args)
 
-        def expected_loss(self) -> tuple[bytes, Token | None, bool]:
-            if self.model is None:
-                return (b"", None, False)
-            return (self.model[0], self.model[1], False)
+        def current_token(self) -> Token | None:
+            return None if self.model is None else self.model[1]
 
-        def check_result(self, result: Any, state: bytes, token: Token | None) -> None:
-            """Check one set_state result against the model, then advance the model."""
-            assert isinstance(result, tuple), f"set_state returned {result!r}, not a tuple"
-            assert len(result) == 3, f"set_state returned {result!r}"
-            current_token = None if self.model is None else self.model[1]
-            should_win = _same(token, current_token)
-            if should_win:
-                assert result[2] is True, f"a write with the current token lost: {result!r}"
-                self.record_win(state, result[1])
+        def describe_token(self, token: Token | None) -> str:
+            """What *token* is to the model, for messages: current, stale or none."""
+            if tokens_equal(token, self.current_token()):
+                return f"the current token {show(token)}"
+            if token is None:
+                return "None although the run has state"
+            return f"the stale token {show(token)}"
+
+        def set_state(self, writer: int, state: bytes, token: Token | None) -> Any:
+            """Writer *writer*'s ``set_state(state, token)``; checked against the model."""
+            call = f"writer {writer}'s set_state({show(state)}, {show(token)})"
+            result = self.call(self.handles[writer].set_state, state, token)
+            if tokens_equal(token, self.current_token()):
+                self.record_win(state, check_written(result, state, token, call), call)
             else:
-                assert result[2] is False, f"a write with a stale token won: {result!r}"
-                assert result[0] == self.expected_loss()[0], "loser saw the wrong state"
-                assert _same(result[1], current_token), "loser saw the wrong token"
+                check_unchanged(result, self.model, call, self.describe_token(token))
+            return result
 
-        def record_win(self, state: bytes, new_token: Token) -> None:
-            assert new_token is not None, "a successful write returned the token None"
-            for earlier in self.issued:
-                assert not _same(new_token, earlier), (
-                    f"token {new_token!r} was issued before: tokens must never repeat (ABA)"
-                )
-            self.issued.append(new_token)
+        def record_win(self, state: bytes, new_token: Token, call: str) -> None:
+            self.writes += 1
+            self.issued.issue(new_token, f"{call} (write #{self.writes})")
             self.model = (state, new_token)
+
+        def check_read(self, result: object, call: str) -> None:
+            why = "on a run with no state" if self.model is None else "after the last write"
+            check_read(result, self.model, call, why, READ)
 
         # -- rules ---------------------------------------------------------------------------
 
@@ -147,42 +180,40 @@ def backend_state_machine(
         @rule(writer=writer_indices)
         def read(self, writer: int) -> None:
             result = self.call(self.handles[writer].get_state)
-            if self.model is None:
-                assert result is None, f"get_state on an empty run returned {result!r}"
-            else:
-                assert result is not None, "get_state lost the state"
-                assert result[0] == self.model[0], "get_state returned the wrong state"
-                assert _same(result[1], self.model[1]), "get_state returned the wrong token"
-                self.known[writer] = result[1]
+            self.check_read(result, f"writer {writer}'s get_state()")
+            if self.model is not None:
+                self.known[writer] = self.model[1]
 
         @rule(writer=writer_indices, state=_payloads)
         def write_with_current_token(self, writer: int, state: bytes) -> None:
-            token = None if self.model is None else self.model[1]
-            self.check_result(self.call(self.handles[writer].set_state, state, token), state, token)
-            self.known[writer] = self.model[1] if self.model else None
+            self.set_state(writer, state, self.current_token())
+            self.known[writer] = self.current_token()
 
         @rule(writer=writer_indices, state=_payloads)
         def write_with_writers_own_token(self, writer: int, state: bytes) -> None:
-            token = self.known[writer]
-            result = self.call(self.handles[writer].set_state, state, token)
-            self.check_result(result, state, token)
+            result = self.set_state(writer, state, self.known[writer])
             self.known[writer] = result[1]
 
         @precondition(lambda self: len(self.issued) >= 2)
         @rule(writer=writer_indices, state=_payloads, age=st.integers(min_value=1))
         def write_with_stale_token(self, writer: int, state: bytes, age: int) -> None:
             stale = self.issued[-1 - (age % (len(self.issued) - 1)) - 1]
-            result = self.call(self.handles[writer].set_state, state, stale)
-            self.check_result(result, state, stale)
+            self.set_state(writer, state, stale)
 
         @rule(writer=writer_indices, state=_payloads)
         def write_with_none(self, writer: int, state: bytes) -> None:
-            self.check_result(self.call(self.handles[writer].set_state, state, None), state, None)
+            self.set_state(writer, state, None)
 
         @rule(writer=writer_indices, state=_payloads, garbage=_garbage_tokens)
         def write_with_garbage_token(self, writer: int, state: bytes, garbage: Any) -> None:
-            result = self.call(self.handles[writer].set_state, state, garbage)
-            assert result == self.expected_loss(), f"garbage token {garbage!r} gave {result!r}"
+            call = f"writer {writer}'s set_state({show(state)}, {show(garbage)})"
+
+            async def write() -> Any:
+                handle = self.handles[writer]
+                return await must_not_raise(handle.set_state(state, garbage), STALE, call)
+
+            why = f"the garbage token {show(garbage)}"
+            check_unchanged(self.call(write), self.model, call, why)
 
         @rule(
             racers=st.lists(writer_indices, min_size=2, max_size=8),
@@ -193,7 +224,7 @@ def backend_state_machine(
             if stale and len(self.issued) >= 2:
                 token: Token | None = self.issued[-2]
             else:
-                token = None if self.model is None else self.model[1]
+                token = self.current_token()
             payloads = [state + b"#%d" % position for position in range(len(racers))]
             results: list[Any] = [None] * len(racers)
 
@@ -207,58 +238,52 @@ def backend_state_machine(
                         group.start_soon(one, position)
 
             self.call(race)
-            winners = [position for position, result in enumerate(results) if result[2]]
-            current_token = None if self.model is None else self.model[1]
-            if _same(token, current_token):
-                assert len(winners) == 1, (
-                    f"{len(winners)} writers won one race with the same token; "
-                    "expected exactly one winner"
+            if tokens_equal(token, self.current_token()):
+                labels = [f"writer {writer}" for writer in racers]
+                winner = check_race(results, payloads, token, labels)
+                _, new_token, _ = check_set_result(results[winner], "the winning write")
+                self.record_win(
+                    payloads[winner],
+                    new_token,
+                    f"racing writer {racers[winner]}'s set_state({show(payloads[winner])}, "
+                    f"{show(token)})",
                 )
-                self.record_win(payloads[winners[0]], results[winners[0]][1])
-            else:
-                assert not winners, "a racing writer won with a stale token"
+                return
             for position, result in enumerate(results):
-                if position not in winners:
-                    assert result == self.expected_loss(), (
-                        f"a losing racer saw {result!r}, not the winner's state and token"
-                    )
+                call = (
+                    f"racing writer {racers[position]}'s "
+                    f"set_state({show(payloads[position])}, {show(token)})"
+                )
+                check_unchanged(result, self.model, call, self.describe_token(token))
 
         @rule(writer=writer_indices)
         def wait_for_change_returns_without_change_on_timeout(self, writer: int) -> None:
-            token = None if self.model is None else self.model[1]
+            token = self.current_token()
 
             async def wait() -> Any:
                 return await self.handles[writer].wait_for_change(token, timeout=0)
 
-            assert self.call(wait) is None, "wait_for_change reported a change that did not happen"
+            call = f"writer {writer}'s wait_for_change({show(token)}, timeout=0)"
+            check_read(self.call(wait), None, call, "with the current token", WAIT)
 
         @precondition(lambda self: len(self.issued) >= 2)
         @rule(writer=writer_indices)
         def wait_for_change_with_stale_token_returns_at_once(self, writer: int) -> None:
             stale = self.issued[-2]
 
-            async def wait() -> Any:
-                with anyio.fail_after(10):
-                    return await self.handles[writer].wait_for_change(stale)
+            call = f"writer {writer}'s wait_for_change({show(stale)})"
 
-            result = self.call(wait)
-            assert self.model is not None
-            assert result is not None
-            assert result[0] == self.model[0]
-            assert _same(result[1], self.model[1])
+            async def wait() -> Any:
+                with anyio.move_on_after(_PROMPTLY):
+                    return await self.handles[writer].wait_for_change(stale)
+                raise broken(WAIT, f"{call} did not return within {_PROMPTLY} s")
+
+            check_read(self.call(wait), self.model, call, "with a stale token", WAIT)
 
         @invariant()
         def store_matches_model(self) -> None:
-            if not self.handles:
-                return
-            result = self.call(self.handles[0].get_state)
-            if self.model is None:
-                assert result is None
-            else:
-                assert result is not None
-                assert (result[0], _same(result[1], self.model[1])) == (self.model[0], True), (
-                    f"store holds {result!r}, model {self.model!r}"
-                )
+            if self.handles:
+                self.check_read(self.call(self.handles[0].get_state), "writer 0's get_state()")
 
     BackendStateMachine.__name__ = BackendStateMachine.__qualname__ = "BackendStateMachine"
     return BackendStateMachine
