@@ -13,6 +13,7 @@ import arendezvous
 
 PUBLIC_MODULES = [
     "arendezvous",
+    "arendezvous.contract",
     "arendezvous.sync",
     "arendezvous.rendezvous",
     "arendezvous.backends.memory",
@@ -20,7 +21,10 @@ PUBLIC_MODULES = [
     "arendezvous.backends.redis",
     "arendezvous.backends.etcd",
     "arendezvous.backends.postgres",
+    "arendezvous.testing",
     "arendezvous.testing.conformance",
+    "arendezvous.testing.members",
+    "arendezvous.testing.wrapper",
     "arendezvous.testing.stateful",
     "arendezvous.testing.linearizability",
     "arendezvous.testing.history",

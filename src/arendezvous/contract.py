@@ -35,7 +35,8 @@ The contract:
 * The errors, one tree rooted at :class:`RendezvousError`: :class:`RendezvousStateError` for
   stored bytes that cannot be decoded, :class:`RendezvousConnectionError` for a store that
   cannot be reached (chain the cause), :class:`BackendClosedError` for a closed handle;
-  :class:`RendezvousTimeoutError` and :class:`RendezvousClosedError` belong to the rendezvous.
+  :class:`RendezvousTimeoutError`, :class:`RendezvousClosedError` and
+  :class:`DuplicateNodeError` belong to the rendezvous.
 
 The helpers, so that every backend refuses the same bad input with the same errors:
 
@@ -45,6 +46,14 @@ The helpers, so that every backend refuses the same bad input with the same erro
 * :func:`check_run_id` -- a run id is a non-empty ``str``.
 * :class:`RunHandle` -- a mixin giving a handle its ``run_id`` property and the closed check
   ``_check_open()``; set ``self._run_id`` and ``self._closed`` in ``__init__``.
+
+The optional member table, which makes the rendezvous cost O(1) store operations per node
+(a backend without one still carries it, inside its one blob):
+
+* :class:`MemberTable` -- return one from your backend's ``member_table()``; :class:`Member` is a
+  record and :class:`MemberPut` what a put returns; :mod:`arendezvous.testing.members` proves it.
+* :func:`check_node`, :func:`check_group`, :func:`check_member_value` -- the same bad-input rules
+  for every table.
 """
 
 from __future__ import annotations
@@ -57,16 +66,27 @@ from ._backend import check_run_id as check_run_id
 from ._backend import check_state as check_state
 from ._backend import check_timeout as check_timeout
 from ._errors import BackendClosedError as BackendClosedError
+from ._errors import DuplicateNodeError as DuplicateNodeError
 from ._errors import RendezvousClosedError as RendezvousClosedError
 from ._errors import RendezvousConnectionError as RendezvousConnectionError
 from ._errors import RendezvousError as RendezvousError
 from ._errors import RendezvousStateError as RendezvousStateError
 from ._errors import RendezvousTimeoutError as RendezvousTimeoutError
+from ._members import Member as Member
+from ._members import MemberPut as MemberPut
+from ._members import MemberTable as MemberTable
+from ._members import check_group as check_group
+from ._members import check_member_value as check_member_value
+from ._members import check_node as check_node
 
 __all__ = (
     "DEFAULT_MAX_STATE_SIZE",
     "AsyncRendezvousBackend",
     "BackendClosedError",
+    "DuplicateNodeError",
+    "Member",
+    "MemberPut",
+    "MemberTable",
     "RendezvousClosedError",
     "RendezvousConnectionError",
     "RendezvousError",
@@ -74,6 +94,9 @@ __all__ = (
     "RendezvousTimeoutError",
     "RunHandle",
     "Token",
+    "check_group",
+    "check_member_value",
+    "check_node",
     "check_run_id",
     "check_state",
     "check_timeout",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import arendezvous
 import arendezvous.contract
-from arendezvous import _backend, _errors
+from arendezvous import _backend, _errors, _members
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sqlite_backend" / "src"
 
@@ -19,7 +19,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sqlite_backend" / 
 def test_the_contract_module_re_exports_the_contract_and_its_helpers() -> None:
     for name in arendezvous.contract.__all__:
         value = getattr(arendezvous.contract, name)
-        home = _backend if hasattr(_backend, name) else _errors
+        home = next(module for module in (_backend, _members, _errors) if hasattr(module, name))
         assert value is getattr(home, name), name
         if name in arendezvous.__all__:
             assert value is getattr(arendezvous, name), name

@@ -7,6 +7,8 @@ Every public name of the kit is importable from here, and each is imported on fi
 
 * :mod:`~arendezvous.testing.conformance` -- pytest classes to subclass with a factory
   (:class:`BackendConformance`, :class:`CorruptStateConformance`).
+* :mod:`~arendezvous.testing.members` -- :class:`MemberTableConformance`, for a backend that
+  offers the optional member table (:meth:`~arendezvous.AsyncRendezvousBackend.member_table`).
 * :mod:`~arendezvous.testing.stateful` -- a Hypothesis state machine of racing writers
   (:func:`backend_state_machine`).
 * :mod:`~arendezvous.testing.history` -- record every call on any backend
@@ -57,6 +59,7 @@ if TYPE_CHECKING or not install_lazy_exports(__name__):
     from .linearizability import Explanation as Explanation
     from .linearizability import Verdict as Verdict
     from .linearizability import check as check
+    from .members import MemberTableConformance as MemberTableConformance
     from .servers import ServerNotFoundError as ServerNotFoundError
     from .servers import find_binary as find_binary
     from .servers import free_port as free_port
@@ -83,6 +86,7 @@ __all__ = (
     "History",
     "InjectedFault",
     "JsonTokenCodec",
+    "MemberTableConformance",
     "OpaqueToken",
     "OpenBackend",
     "Operation",

@@ -21,14 +21,23 @@ from __future__ import annotations
 
 import functools
 import inspect
+import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
+import anyio
 import pytest
 
+from .._backend import AsyncRendezvousBackend
 from ._loops import missing_loop, run_on_own_loop
 
-__all__ = ("KIT_ARGUMENTS", "KitTestClass", "as_pytest_test", "convert_test_methods")
+__all__ = (
+    "KIT_ARGUMENTS",
+    "KitTestClass",
+    "KitTests",
+    "as_pytest_test",
+    "convert_test_methods",
+)
 
 KIT_ARGUMENTS = ("backend", "open_backend")
 """Arguments of a kit test that the kit supplies inside the test's event loop."""
@@ -85,3 +94,69 @@ def convert_test_methods(cls: type) -> None:
     for name, value in list(vars(cls).items()):
         if name.startswith("test") and inspect.iscoroutinefunction(value):
             setattr(cls, name, as_pytest_test(value))
+
+
+class KitTests:
+    """The base of the kit's test classes: the hook a subclass implements (:meth:`make_backend`),
+    the test's run id, and the runner that opens the kit's arguments on the test's own loop and
+    closes every handle after it. Every ``async def test_*`` of a subclass becomes a pytest test.
+    """
+
+    #: How long a test waits for something that should happen promptly (seconds).
+    timeout: ClassVar[float] = 10.0
+    #: How long one whole test may take before it fails as hung (seconds).
+    deadline: ClassVar[float] = 120.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        convert_test_methods(cls)
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        """Return a new, open handle on the run *run_id* (each call a separate handle).
+
+        Awaited on the test's own event loop, once per handle the test needs.
+        """
+        raise NotImplementedError(
+            f"subclasses of {type(self).__name__} implement make_backend()"
+        )
+
+    @pytest.fixture
+    def run_id(self) -> str:
+        """A fresh run id per test, so tests never see each other's state."""
+        return f"conformance-{uuid.uuid4().hex}"
+
+    async def _run_kit_test(
+        self, body: Callable[..., Awaitable[None]], run_id: str, arguments: dict[str, Any]
+    ) -> None:
+        """Await ``body(self, **arguments)`` with the kit's arguments, then close every handle."""
+        handles: list[AsyncRendezvousBackend] = []
+
+        async def open_handle(other_run_id: str | None = None) -> AsyncRendezvousBackend:
+            handle = await self.make_backend(other_run_id or run_id)
+            handles.append(handle)
+            return handle
+
+        wanted = inspect.signature(body).parameters
+        finished = False
+        try:
+            with anyio.move_on_after(self.deadline) as scope:
+                if "open_backend" in wanted:
+                    arguments["open_backend"] = open_handle
+                if "backend" in wanted:
+                    arguments["backend"] = await open_handle()
+                await body(self, **arguments)
+            if scope.cancelled_caught:
+                raise AssertionError(
+                    f"{body.__name__} did not finish within {self.deadline} s "
+                    f"({type(self).__name__}.deadline): a call on the backend hangs"
+                )
+            finished = True
+        finally:
+            with anyio.CancelScope(shield=True):
+                for handle in handles:
+                    try:
+                        await handle.aclose()
+                    except Exception:
+                        if finished:
+                            raise
+                        # the test's own failure says more than a failed clean-up after it

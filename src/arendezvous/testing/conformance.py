@@ -43,8 +43,6 @@ every handle is closed when the test ends.
 
 from __future__ import annotations
 
-import inspect
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -74,7 +72,7 @@ from ._promises import (
     show,
     tokens_equal,
 )
-from ._runner import convert_test_methods
+from ._runner import KitTests
 
 __all__ = ("BackendConformance", "CorruptStateConformance", "OpenBackend")
 
@@ -85,7 +83,7 @@ _GARBAGE_TOKENS: tuple[Any, ...] = ("invalid", 0, 1, -1, 2**70, b"x", 1.5, (1, 2
 _NOT_BYTES: tuple[Any, ...] = ("text", bytearray(b"ba"), memoryview(b"mv"), None, 7, [b"x"])
 
 
-class BackendConformance:
+class BackendConformance(KitTests):
     """The contract's behaviours as pytest tests; subclass and implement :meth:`make_backend`.
 
     Class attributes tune the suite to a backend: :attr:`max_state_size`, :attr:`timeout`,
@@ -94,62 +92,6 @@ class BackendConformance:
 
     #: The backend's documented size limit; override when it is not the default.
     max_state_size: ClassVar[int] = DEFAULT_MAX_STATE_SIZE
-    #: How long a test waits for something that should happen promptly (seconds).
-    timeout: ClassVar[float] = 10.0
-    #: How long one whole test may take before it fails as hung (seconds).
-    deadline: ClassVar[float] = 120.0
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        convert_test_methods(cls)
-
-    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
-        """Return a new, open handle on the run *run_id* (each call a separate handle).
-
-        Awaited on the test's own event loop, once per handle the test needs.
-        """
-        raise NotImplementedError("subclasses of BackendConformance implement make_backend()")
-
-    @pytest.fixture
-    def run_id(self) -> str:
-        """A fresh run id per test, so tests never see each other's state."""
-        return f"conformance-{uuid.uuid4().hex}"
-
-    async def _run_kit_test(
-        self, body: Callable[..., Awaitable[None]], run_id: str, arguments: dict[str, Any]
-    ) -> None:
-        """Await ``body(self, **arguments)`` with the kit's arguments, then close every handle."""
-        handles: list[AsyncRendezvousBackend] = []
-
-        async def open_handle(other_run_id: str | None = None) -> AsyncRendezvousBackend:
-            handle = await self.make_backend(other_run_id or run_id)
-            handles.append(handle)
-            return handle
-
-        wanted = inspect.signature(body).parameters
-        finished = False
-        try:
-            with anyio.move_on_after(self.deadline) as scope:
-                if "open_backend" in wanted:
-                    arguments["open_backend"] = open_handle
-                if "backend" in wanted:
-                    arguments["backend"] = await open_handle()
-                await body(self, **arguments)
-            if scope.cancelled_caught:
-                raise AssertionError(
-                    f"{body.__name__} did not finish within {self.deadline} s "
-                    f"({type(self).__name__}.deadline): a call on the backend hangs"
-                )
-            finished = True
-        finally:
-            with anyio.CancelScope(shield=True):
-                for handle in handles:
-                    try:
-                        await handle.aclose()
-                    except Exception:
-                        if finished:
-                            raise
-                        # the test's own failure says more than a failed clean-up after it
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -524,9 +466,6 @@ class BackendConformance:
             CLOSED,
             "get_state() after leaving `async with backend:`",
         )
-
-
-convert_test_methods(BackendConformance)
 
 
 class CorruptStateConformance(BackendConformance):

@@ -19,8 +19,6 @@ half-writing, and a closed handle closing its table.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
 import anyio
@@ -29,218 +27,252 @@ import pytest
 from .._backend import AsyncRendezvousBackend, Token
 from .._errors import BackendClosedError
 from .._members import MAX_MEMBER_VALUE, Member, MemberTable
+from ._promises import broken, show
+from ._runner import KitTests
 
-__all__ = ("MemberTableConformance", "OpenTable")
-
-OpenTable = Callable[..., Awaitable[MemberTable]]
-"""``await open_table(run_id=None)``: the table of a new handle; ``None`` means the test's run."""
+__all__ = ("MemberTableConformance",)
 
 _GARBAGE_VERSIONS: tuple[Any, ...] = ("invalid", 0, 1, -1, 2**70, b"x", 1.5, (1, 2), object(),
                                       ["unhashable"])
 
+CAS = ("member promise 1 (put is a compare-and-swap on the record's version: None creates only, "
+       "the current version writes; anything else changes nothing and returns the current record)")
+NO_ABA = "member promise 2 (versions never repeat within a table: no ABA)"
+SIZE = ("member promise 3 (a put returns the group's size counted atomically with the write: "
+        "racing joiners each see a different size)")
+TOUCH = ("member promise 4 (touch gives the current record a new version and age zero, and "
+         "keeps its group, value and seq)")
+CLOCK = ("member promise 5 (ages are the store's elapsed time since the last write, never "
+         "negative; None without a clock)")
+PUSH = ("member promise 6 (a table without a clock implements wait_for_change: it returns True "
+        "when the record moves off the version, False on timeout)")
+INPUT = ("member promise 7 (bad node ids, groups and values raise TypeError or ValueError "
+         "before anything is written)")
+CANCEL = "member promise 8 (a cancelled put happened entirely or not at all)"
+SHARED = "member records are per run (handles on a run share them; other runs are apart)"
+CLOSED = "a member table closes with its backend handle (BackendClosedError)"
+
 
 def _describe(member: Member | None) -> str:
     return "no record" if member is None else (
-        f"record of {member.node!r} in group {member.group!r} at version {member.version!r}"
+        f"record of {member.node!r} in group {member.group!r} at version {show(member.version)}"
     )
 
 
-class MemberTableConformance:
+def _table_of(backend: AsyncRendezvousBackend) -> MemberTable:
+    table = backend.member_table()
+    if table is None:
+        raise broken(CAS, f"{type(backend).__name__}.member_table() returned None: the backend "
+                          "does not offer the member-table capability this suite tests")
+    return table
+
+
+def _check(condition: bool, promise: str, detail: str) -> None:
+    if not condition:
+        raise broken(promise, detail)
+
+
+class MemberTableConformance(KitTests):
     """The member table's behaviours as pytest tests; subclass and implement
-    :meth:`make_backend`."""
+    :meth:`make_backend` (a handle whose ``member_table()`` is a table).
 
-    pytestmark: ClassVar[Any] = pytest.mark.anyio
+    Tests run like :class:`~arendezvous.testing.conformance.BackendConformance`'s: on their own
+    event loop, whatever the pytest set-up; :attr:`timeout`, :attr:`deadline` and
+    :attr:`clock_resolution` tune them.
+    """
 
-    #: How long a test waits for something that should happen promptly (seconds).
-    timeout: ClassVar[float] = 10.0
     #: How far a store's clock may read behind real time when a record is read right after it
     #: was written (seconds): store clocks tick in microseconds or milliseconds.
     clock_resolution: ClassVar[float] = 0.01
 
-    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
-        """Return a new, open handle on the run *run_id* whose ``member_table()`` is a table."""
-        raise NotImplementedError("subclasses of MemberTableConformance implement make_backend()")
-
-    @pytest.fixture
-    def run_id(self) -> str:
-        """A fresh run id per test."""
-        return f"members-{uuid.uuid4().hex}"
-
-    @pytest.fixture
-    async def handles(self) -> AsyncIterator[list[AsyncRendezvousBackend]]:
-        """Every handle a test opens, closed when it ends."""
-        opened: list[AsyncRendezvousBackend] = []
-        yield opened
-        for handle in opened:
-            await handle.aclose()
-
-    @pytest.fixture
-    def open_table(self, run_id: str, handles: list[AsyncRendezvousBackend]) -> OpenTable:
-        """A factory of tables, each from a handle of its own."""
-
-        async def open_one(other_run_id: str | None = None) -> MemberTable:
-            handle = await self.make_backend(other_run_id or run_id)
-            handles.append(handle)
-            table = handle.member_table()
-            assert table is not None, (
-                f"{type(handle).__name__}.member_table() returned None: the backend does not "
-                "offer the member-table capability this suite tests"
-            )
-            return table
-
-        return open_one
-
-    @pytest.fixture
-    async def table(self, open_table: OpenTable) -> MemberTable:
-        """One table on the test's run."""
-        return await open_table()
-
     # -- reading and writing ---------------------------------------------------------------------
 
-    async def test_has_clock_is_declared(self, table: MemberTable) -> None:
-        assert isinstance(table.has_clock, bool), "has_clock must be a bool class attribute"
+    async def test_has_clock_is_declared(self, backend: AsyncRendezvousBackend) -> None:
+        table = _table_of(backend)
+        _check(isinstance(table.has_clock, bool), CLOCK,
+               f"has_clock must be a bool, not {show(table.has_clock)}")
 
-    async def test_get_of_an_unknown_node_is_none(self, table: MemberTable) -> None:
-        assert await table.get("nobody") is None
-        assert await table.members("empty-group") == []
-        assert await table.count("empty-group") == 0
+    async def test_an_unknown_node_has_no_record(self, backend: AsyncRendezvousBackend) -> None:
+        table = _table_of(backend)
+        got = await table.get("nobody")
+        _check(got is None, CAS, f"get() of a node never put returned {_describe(got)}")
+        listed = await table.members("empty-group")
+        _check(listed == [], CAS, f"members() of an empty group returned {show(listed)}")
+        counted = await table.count("empty-group")
+        _check(counted == 0, SIZE, f"count() of an empty group returned {show(counted)}")
 
-    async def test_put_creates_a_record(self, table: MemberTable) -> None:
-        member, written, size = await table.put("a", "g1", b"owner-a", None)
-        assert written, "put(version=None) on a node without a record must create it"
-        assert size == 1, f"the group's size after the first put must be 1, not {size}"
+    async def test_put_creates_a_record(self, backend: AsyncRendezvousBackend) -> None:
+        table = _table_of(backend)
+        member, written, size = await _put(table, "a", "g1", b"owner-a", None)
+        _check(written and member is not None, CAS,
+               "put('a', 'g1', b'owner-a', None) on a node without a record did not write")
         assert member is not None
-        assert (member.node, member.group, member.value) == ("a", "g1", b"owner-a")
+        _check((member.node, member.group, member.value) == ("a", "g1", b"owner-a"), CAS,
+               f"the written record is {_describe(member)} with value {show(member.value)}")
+        _check(size == 1, SIZE, f"the group's size after its first put is {show(size)}, not 1")
         got = await table.get("a")
-        assert got == _same_but_age(member, got), f"get() returned {_describe(got)}"
-        assert await table.count("g1") == 1
+        _check(got is not None and _same(got, member), CAS,
+               f"get() after the put returned {_describe(got)}, not {_describe(member)}")
+        _check(await table.count("g1") == 1, SIZE, "count('g1') after one put is not 1")
 
-    async def test_create_only_put_loses_to_an_existing_record(self, table: MemberTable) -> None:
-        first, _, _ = await table.put("a", "g1", b"first", None)
-        assert first is not None
-        member, written, size = await table.put("a", "g2", b"second", None)
-        assert not written, "put(version=None) must not replace an existing record"
-        assert size == 0
-        assert member is not None, "a losing put must return the current record, not None"
-        assert member.version == first.version, (
-            f"a losing put must return the current record, got {_describe(member)}"
-        )
-        assert member.value == b"first"
-        assert await table.count("g2") == 0
+    async def test_create_only_put_loses_to_an_existing_record(
+        self, backend: AsyncRendezvousBackend
+    ) -> None:
+        table = _table_of(backend)
+        first = await _create(table, "a", "g1", b"first")
+        member, written, size = await _put(table, "a", "g2", b"second", None)
+        _check(not written, CAS, "put(version=None) replaced an existing record")
+        _check(size == 0, SIZE, f"a put that did not write returned group size {show(size)}")
+        _check(member is not None and _same(member, first) and member.value == b"first", CAS,
+               f"a losing put must return the current record, {_describe(first)}; "
+               f"it returned {_describe(member)}")
+        _check(await table.count("g2") == 0, CAS, "a losing put counted the node in its group")
 
-    async def test_put_with_the_current_version_moves_the_record(self, table: MemberTable) -> None:
-        first, _, _ = await table.put("a", "g1", b"v", None)
-        assert first is not None
-        moved, written, size = await table.put("a", "g2", b"w", first.version)
-        assert written
+    async def test_put_with_the_current_version_moves_the_record(
+        self, backend: AsyncRendezvousBackend
+    ) -> None:
+        table = _table_of(backend)
+        first = await _create(table, "a", "g1", b"v")
+        moved, written, size = await _put(table, "a", "g2", b"w", first.version)
+        _check(written and moved is not None, CAS,
+               f"put with the current version {show(first.version)} did not write")
         assert moved is not None
-        assert size == 1
-        assert moved.version != first.version, "a put must give the record a new version"
-        assert moved.seq > first.seq, "a put must give the record a greater seq"
-        assert (moved.group, moved.value) == ("g2", b"w")
-        assert await table.count("g1") == 0
-        assert await table.count("g2") == 1
+        _check(moved.version != first.version, NO_ABA,
+               f"a put kept the version {show(first.version)}")
+        _check(moved.seq > first.seq, CAS,
+               f"a put must give a greater seq: {first.seq} then {moved.seq}")
+        _check((moved.group, moved.value) == ("g2", b"w"), CAS,
+               f"the moved record is {_describe(moved)} with value {show(moved.value)}")
+        _check(size == 1, SIZE, f"the new group's size is {show(size)}, not 1")
+        counts = (await table.count("g1"), await table.count("g2"))
+        _check(counts == (0, 1), SIZE, f"after the move the groups count {counts}, not (0, 1)")
 
     @pytest.mark.parametrize("garbage", _GARBAGE_VERSIONS, ids=repr)
     async def test_stale_or_garbage_versions_never_write_nor_raise(
-        self, table: MemberTable, garbage: Any
+        self, backend: AsyncRendezvousBackend, garbage: Any
     ) -> None:
-        first, _, _ = await table.put("a", "g1", b"v", None)
-        assert first is not None
-        member, written, _ = await table.put("a", "g2", b"w", garbage)
-        assert not written, f"put with version {garbage!r} wrote over {_describe(first)}"
-        assert member is not None
-        assert member.version == first.version
-        assert await table.touch("a", garbage) is None
-        assert await table.delete("a", garbage) is False
-        assert await table.put("nobody", "g1", b"v", garbage) == (None, False, 0)
+        table = _table_of(backend)
+        first = await _create(table, "a", "g1", b"v")
+        member, written, _ = await _put(table, "a", "g2", b"w", garbage)
+        _check(not written, CAS, f"put with version {show(garbage)} wrote over "
+                                 f"{_describe(first)}")
+        _check(member is not None and _same(member, first), CAS,
+               f"put with version {show(garbage)} returned {_describe(member)}")
+        _check(await _call(table.touch("a", garbage), "touch") is None, TOUCH,
+               f"touch with version {show(garbage)} refreshed the record")
+        _check(await _call(table.delete("a", garbage), "delete") is False, CAS,
+               f"delete with version {show(garbage)} deleted the record")
+        nobody = await _put(table, "nobody", "g1", b"v", garbage)
+        _check(tuple(nobody) == (None, False, 0), CAS,
+               f"put with version {show(garbage)} on a node without a record returned "
+               f"{show(tuple(nobody))}, not (None, False, 0)")
         current = await table.get("a")
-        assert current is not None
-        assert current.version == first.version
+        _check(current is not None and _same(current, first), CAS,
+               f"after the garbage the record is {_describe(current)}, not {_describe(first)}")
 
-    async def test_versions_never_repeat(self, table: MemberTable) -> None:
-        member, _, _ = await table.put("a", "g", b"v", None)
-        assert member is not None
-        seen: list[Token] = [member.version]
+    async def test_versions_never_repeat(self, backend: AsyncRendezvousBackend) -> None:
+        table = _table_of(backend)
+        member = await _create(table, "a", "g", b"v")
+        seen: list[tuple[Token, str]] = [(member.version, "put #0")]
         for step in range(12):
             if step % 3 == 2:
-                assert await table.delete("a", member.version)
-                member, _, _ = await table.put("a", "g", b"v", None)
+                _check(await table.delete("a", member.version), CAS,
+                       "delete with the current version did not delete")
+                fresh, _, _ = await _put(table, "a", "g", b"v", None)
+                how = f"put #{step + 1} (after a delete)"
             elif step % 3 == 1:
-                member = await table.touch("a", member.version)
+                fresh = await table.touch("a", member.version)
+                how = f"touch #{step + 1}"
             else:
-                member, _written, _ = await table.put("a", "g", b"v", member.version)
-            assert member is not None
-            repeated = [earlier for earlier in seen if earlier == member.version]
-            assert not repeated, f"version {member.version!r} was issued twice: ABA"
-            seen.append(member.version)
-        for old in seen[:-1]:
-            assert await table.touch("a", old) is None, f"stale version {old!r} still touches"
+                fresh, _, _ = await _put(table, "a", "g", b"v", member.version)
+                how = f"put #{step + 1}"
+            _check(fresh is not None, CAS, f"{how} with the current version did not write")
+            assert fresh is not None
+            for earlier, by in seen:
+                _check(earlier != fresh.version, NO_ABA,
+                       f"version {show(fresh.version)} was issued twice: ABA (by {by}, again "
+                       f"by {how})")
+            seen.append((fresh.version, how))
+            member = fresh
+        for old, by in seen[:-1]:
+            _check(await table.touch("a", old) is None, NO_ABA,
+                   f"the stale version {show(old)} (from {by}) still touches the record")
 
-    async def test_touch_refreshes_without_moving(self, table: MemberTable) -> None:
-        first, _, _ = await table.put("a", "g", b"v", None)
-        assert first is not None
+    async def test_touch_refreshes_without_moving(self, backend: AsyncRendezvousBackend) -> None:
+        table = _table_of(backend)
+        first = await _create(table, "a", "g", b"v")
         touched = await table.touch("a", first.version)
+        _check(touched is not None, TOUCH, "touch with the current version returned None")
         assert touched is not None
-        assert touched.version != first.version, "a touch must give the record a new version"
-        assert (touched.group, touched.value, touched.seq) == (first.group, first.value, first.seq)
-        assert await table.touch("a", first.version) is None
+        _check(touched.version != first.version, TOUCH, "a touch kept the record's version")
+        _check((touched.group, touched.value, touched.seq) == (first.group, first.value,
+                                                               first.seq), TOUCH,
+               f"a touch changed the record: {_describe(first)} seq {first.seq} -> "
+               f"{_describe(touched)} seq {touched.seq}")
+        _check(await table.touch("a", first.version) is None, TOUCH,
+               "the version before the touch still touches")
         current = await table.get("a")
-        assert current is not None
-        assert current.version == touched.version
+        _check(current is not None and _same(current, touched), TOUCH,
+               f"get() after the touch returned {_describe(current)}")
 
-    async def test_delete_needs_the_current_version(self, table: MemberTable) -> None:
-        first, _, _ = await table.put("a", "g", b"v", None)
-        assert first is not None
+    async def test_delete_needs_the_current_version(self, backend: AsyncRendezvousBackend) -> None:
+        table = _table_of(backend)
+        first = await _create(table, "a", "g", b"v")
         touched = await table.touch("a", first.version)
         assert touched is not None
-        assert not await table.delete("a", first.version)
-        assert await table.delete("a", touched.version)
-        assert await table.get("a") is None
-        assert await table.count("g") == 0
-        assert not await table.delete("a", touched.version)
-        assert await table.touch("a", touched.version) is None
+        _check(not await table.delete("a", first.version), CAS,
+               "delete with a stale version deleted the record")
+        _check(await table.delete("a", touched.version), CAS,
+               "delete with the current version did not delete")
+        _check(await table.get("a") is None, CAS, "the record is still there after a delete")
+        _check(await table.count("g") == 0, SIZE, "the group still counts a deleted record")
+        _check(not await table.delete("a", touched.version), CAS, "a record was deleted twice")
+        _check(await table.touch("a", touched.version) is None, TOUCH,
+               "a deleted record was touched")
 
-    async def test_members_are_in_arrival_order(self, table: MemberTable) -> None:
+    async def test_members_are_in_arrival_order(self, backend: AsyncRendezvousBackend) -> None:
+        table = _table_of(backend)
         for node in ("c", "a", "b"):
-            await table.put(node, "g", node.encode(), None)
-        await table.put("x", "other", b"x", None)
+            await _create(table, node, "g", node.encode())
+        await _create(table, "x", "other", b"x")
         listed = await table.members("g")
-        assert [member.node for member in listed] == ["c", "a", "b"]
-        assert [member.seq for member in listed] == sorted(member.seq for member in listed)
-        assert all(member.group == "g" for member in listed)
-        assert await table.count("g") == 3
-        assert await table.count("other") == 1
+        order = [member.node for member in listed]
+        _check(order == ["c", "a", "b"], CAS,
+               f"members('g') must list the group in arrival (seq) order: {order}")
+        _check(all(member.group == "g" for member in listed), CAS,
+               f"members('g') listed records of other groups: {[m.group for m in listed]}")
+        counts = (await table.count("g"), await table.count("other"))
+        _check(counts == (3, 1), SIZE, f"the groups count {counts}, not (3, 1)")
 
-    async def test_handles_on_one_run_share_records(self, open_table: OpenTable) -> None:
-        first, second = await open_table(), await open_table()
-        member, _, _ = await first.put("a", "g", b"v", None)
-        assert member is not None
+    async def test_handles_on_one_run_share_records(self, open_backend: Any) -> None:
+        first, second = _table_of(await open_backend()), _table_of(await open_backend())
+        member = await _create(first, "a", "g", b"v")
         seen = await second.get("a")
-        assert seen is not None
-        assert seen.version == member.version
+        _check(seen is not None and _same(seen, member), SHARED,
+               f"another handle's table reads {_describe(seen)}, not {_describe(member)}")
         touched = await second.touch("a", member.version)
-        assert touched is not None
-        assert await first.touch("a", member.version) is None
+        _check(touched is not None, SHARED, "another handle could not touch the record")
+        _check(await first.touch("a", member.version) is None, SHARED,
+               "the first handle's stale version still touches after the other's touch")
 
-    async def test_runs_are_isolated(self, open_table: OpenTable, run_id: str) -> None:
-        mine, other = await open_table(), await open_table(run_id + "-other")
-        member, _, _ = await mine.put("a", "g", b"v", None)
-        assert member is not None
-        assert await other.get("a") is None
-        assert await other.count("g") == 0
-        assert await other.touch("a", member.version) is None
+    async def test_runs_are_isolated(self, open_backend: Any, run_id: str) -> None:
+        mine = _table_of(await open_backend())
+        other = _table_of(await open_backend(run_id + "-other"))
+        member = await _create(mine, "a", "g", b"v")
+        _check(await other.get("a") is None, SHARED, "another run's table holds the record")
+        _check(await other.count("g") == 0, SHARED, "another run's group counts the record")
+        _check(await other.touch("a", member.version) is None, SHARED,
+               "another run's table accepted the version")
 
-    async def test_value_at_the_limit_round_trips(self, table: MemberTable) -> None:
+    async def test_value_at_the_limit_round_trips(self, backend: AsyncRendezvousBackend) -> None:
+        table = _table_of(backend)
         value = bytes(range(256)) * (MAX_MEMBER_VALUE // 256)
-        member, written, _ = await table.put("\u00e9t\u00e9 node/with:odd#chars", "g/\u00e9",
-                                             value, None)
-        assert written
-        assert member is not None
-        got = await table.get("\u00e9t\u00e9 node/with:odd#chars")
-        assert got is not None
-        assert got.value == value
-        assert got.group == "g/\u00e9"
+        node, group = "\u00e9t\u00e9 node/with:odd#chars", "g/\u00e9"
+        _, written, _ = await _put(table, node, group, value, None)
+        _check(written, CAS, "a record with a value at the size limit was not written")
+        got = await table.get(node)
+        _check(got is not None and got.value == value and got.group == group, CAS,
+               f"the record read back is {_describe(got)}")
 
     @pytest.mark.parametrize(
         ("node", "group", "value", "error"),
@@ -254,116 +286,123 @@ class MemberTableConformance:
             ("a", "g", b"x" * (MAX_MEMBER_VALUE + 1), ValueError),
             ("a" * 2000, "g", b"v", ValueError),
             ("\ud800", "g", b"v", ValueError),
+            ("a\x00b", "g", b"v", ValueError),
         ],
+        ids=repr,
     )
     async def test_bad_input_raises_and_writes_nothing(
-        self, table: MemberTable, node: Any, group: Any, value: Any, error: type[Exception]
+        self, backend: AsyncRendezvousBackend, node: Any, group: Any, value: Any,
+        error: type[Exception],
     ) -> None:
-        with pytest.raises(error):
+        table = _table_of(backend)
+        try:
             await table.put(node, group, value, None)
-        assert await table.count("g") == 0
-        if isinstance(node, str) and node and len(node) < 1024 and node.isascii():
-            assert await table.get(node) is None
+        except error:
+            pass
+        except Exception as exc:
+            raise broken(INPUT, f"put({show(node)}, {show(group)}, {show(value)}, None) raised "
+                                f"{type(exc).__name__}: {exc}, not {error.__name__}") from exc
+        else:
+            raise broken(INPUT, f"put({show(node)}, {show(group)}, {show(value)}, None) did "
+                                f"not raise {error.__name__}")
+        _check(await table.count("g") == 0, INPUT, "a refused put was counted in its group")
 
     # -- concurrency -----------------------------------------------------------------------------
 
-    async def test_racing_joiners_each_see_a_different_group_size(
-        self, open_table: OpenTable
-    ) -> None:
-        tables = [await open_table() for _ in range(4)]
+    async def test_racing_joiners_each_see_a_different_group_size(self, open_backend: Any) -> None:
+        tables = [_table_of(await open_backend()) for _ in range(4)]
         sizes: list[int] = []
 
         async def join(index: int) -> None:
-            _, written, size = await tables[index % len(tables)].put(
-                f"node-{index}", "g", b"v", None
-            )
-            assert written
+            _, written, size = await _put(tables[index % len(tables)], f"node-{index}", "g",
+                                          b"v", None)
+            _check(written, CAS, f"node-{index}'s first put did not write")
             sizes.append(size)
 
         async with anyio.create_task_group() as group:
             for index in range(24):
                 group.start_soon(join, index)
-        assert sorted(sizes) == list(range(1, 25)), (
-            "group sizes must be counted atomically with each put: racing joiners saw "
-            f"{sorted(sizes)}"
-        )
+        _check(sorted(sizes) == list(range(1, 25)), SIZE,
+               f"24 racing joiners saw the sizes {sorted(sizes)}, not 1..24")
 
-    async def test_exactly_one_of_racing_writers_wins(self, open_table: OpenTable) -> None:
-        tables = [await open_table() for _ in range(8)]
-        first, _, _ = await tables[0].put("a", "g", b"start", None)
-        assert first is not None
+    async def test_exactly_one_of_racing_writers_wins(self, open_backend: Any) -> None:
+        tables = [_table_of(await open_backend()) for _ in range(8)]
+        first = await _create(tables[0], "a", "g", b"start")
         results: list[tuple[int, bool]] = []
 
         async def write(index: int) -> None:
-            _, written, _ = await tables[index].put("a", f"g{index}", b"w", first.version)
+            _, written, _ = await _put(tables[index], "a", f"g{index}", b"w", first.version)
             results.append((index, written))
 
         async with anyio.create_task_group() as group:
             for index in range(len(tables)):
                 group.start_soon(write, index)
         winners = [index for index, written in results if written]
-        assert len(winners) == 1, f"expected exactly one winner, got {winners}"
+        _check(len(winners) == 1, CAS,
+               f"8 racing puts with the same version: writers {winners} won, not exactly one")
         current = await tables[0].get("a")
-        assert current is not None
-        assert current.group == f"g{winners[0]}"
+        _check(current is not None and current.group == f"g{winners[0]}", CAS,
+               f"the winner was writer {winners[0]}, but the record is {_describe(current)}")
 
-    async def test_cancelled_puts_apply_entirely_or_not_at_all(
-        self, open_table: OpenTable
-    ) -> None:
-        writer, reader = await open_table(), await open_table()
-        member, _, _ = await writer.put("a", "g0", b"v", None)
-        assert member is not None
+    async def test_cancelled_puts_apply_entirely_or_not_at_all(self, open_backend: Any) -> None:
+        writer, reader = _table_of(await open_backend()), _table_of(await open_backend())
+        member = await _create(writer, "a", "g0", b"v")
         for attempt in range(12):
             with anyio.CancelScope() as scope:
                 scope.cancel()
                 await writer.put("a", f"g{attempt + 1}", b"v", member.version)
             current = await reader.get("a")
+            _check(current is not None, CANCEL, "a cancelled put lost the record")
             assert current is not None
             if current.version != member.version:
-                assert current.group == f"g{attempt + 1}", "a cancelled put was half applied"
+                _check(current.group == f"g{attempt + 1}", CANCEL,
+                       f"a cancelled put was half applied: {_describe(current)}")
                 member = current
-            groups = [await reader.count(f"g{index}") for index in range(attempt + 2)]
-            assert sum(groups) == 1, f"the record is in {sum(groups)} groups at once: {groups}"
-        assert (await writer.put("a", "after", b"v", member.version)).written
+            counts = [await reader.count(f"g{index}") for index in range(attempt + 2)]
+            _check(sum(counts) == 1, CANCEL,
+                   f"after cancelled puts the record is in {sum(counts)} groups: {counts}")
+        _check((await _put(writer, "a", "after", b"v", member.version)).written, CANCEL,
+               "the table no longer writes after cancelled puts")
 
     # -- liveness --------------------------------------------------------------------------------
 
-    async def test_ages_come_from_the_store_clock(self, table: MemberTable) -> None:
-        first, _, _ = await table.put("a", "g", b"v", None)
-        assert first is not None
+    async def test_ages_come_from_the_store_clock(self, backend: AsyncRendezvousBackend) -> None:
+        table = _table_of(backend)
+        first = await _create(table, "a", "g", b"v")
         if not table.has_clock:
-            assert first.age is None, "a table without a clock must report age None"
+            _check(first.age is None, CLOCK, f"a table without a clock reported age {first.age}")
             return
-        assert first.age is not None
-        assert 0 <= first.age < self.timeout
+        _check(first.age is not None and 0 <= first.age < self.timeout, CLOCK,
+               f"a record just written has age {show(first.age)}")
         pause = 0.2
         await anyio.sleep(pause)  # time must pass on the store's clock; nothing races here
         aged = await table.get("a")
         assert aged is not None
+        _check(aged.age is not None and aged.age >= pause - self.clock_resolution, CLOCK,
+               f"{pause} s after its write the record's age reads {show(aged.age)}")
         assert aged.age is not None
-        assert aged.age >= pause - self.clock_resolution, (
-            f"after {pause} s the record's age reads {aged.age}: not the store's elapsed time"
-        )
         touched = await table.touch("a", aged.version)
-        assert touched is not None
-        assert touched.age is not None
-        assert touched.age < aged.age, "a touch must reset the record's age"
+        _check(touched is not None and touched.age is not None and touched.age < aged.age,
+               CLOCK, f"a touch did not reset the age: {aged.age} then "
+                      f"{show(None if touched is None else touched.age)}")
         listed = await table.members("g")
-        assert listed[0].age is not None
-        assert listed[0].age < aged.age
+        _check(bool(listed) and listed[0].age is not None and listed[0].age < aged.age, CLOCK,
+               f"members() reports an age of {show(listed[0].age if listed else None)} right "
+               "after a touch")
 
-    async def test_wait_for_change_sees_other_handles(self, open_table: OpenTable) -> None:
-        waiter, writer = await open_table(), await open_table()
-        member, _, _ = await writer.put("a", "g", b"v", None)
-        assert member is not None
+    async def test_wait_for_change_sees_other_handles(self, open_backend: Any) -> None:
+        waiter, writer = _table_of(await open_backend()), _table_of(await open_backend())
+        member = await _create(writer, "a", "g", b"v")
         try:
             changed_already = await waiter.wait_for_change("a", None, timeout=0)
         except NotImplementedError:
-            assert waiter.has_clock, "a table without a clock must implement wait_for_change"
+            _check(waiter.has_clock, PUSH, "a table without a clock lacks wait_for_change()")
             return
-        assert changed_already, "wait_for_change(None) must return at once when a record exists"
+        _check(changed_already, PUSH,
+               "wait_for_change(node, None) did not return at once although a record exists")
         with anyio.fail_after(self.timeout):
-            assert not await waiter.wait_for_change("a", member.version, timeout=0.05)
+            timed_out = await waiter.wait_for_change("a", member.version, timeout=0.05)
+        _check(not timed_out, PUSH, "wait_for_change returned True while nothing changed")
         for action in ("touch", "put", "delete"):
             outcome: list[bool] = []
 
@@ -378,33 +417,59 @@ class MemberTableConformance:
                     assert touched is not None
                     member = touched
                 elif action == "put":
-                    moved, _, _ = await writer.put("a", "h", b"v", member.version)
+                    moved, _, _ = await _put(writer, "a", "h", b"v", member.version)
                     assert moved is not None
                     member = moved
                 else:
-                    assert await writer.delete("a", member.version)
-            assert outcome == [True], f"wait_for_change missed a {action} by another handle"
+                    await writer.delete("a", member.version)
+            _check(outcome == [True], PUSH,
+                   f"wait_for_change missed a {action} by another handle: {outcome}")
 
     # -- closing ---------------------------------------------------------------------------------
 
-    async def test_closing_the_handle_closes_its_table(
-        self, run_id: str, handles: list[AsyncRendezvousBackend]
-    ) -> None:
-        handle = await self.make_backend(run_id)
-        handles.append(handle)
-        table = handle.member_table()
-        assert table is not None
-        await table.put("a", "g", b"v", None)
+    async def test_closing_the_handle_closes_its_table(self, open_backend: Any) -> None:
+        handle = await open_backend()
+        table = _table_of(handle)
+        await _create(table, "a", "g", b"v")
         await handle.aclose()
-        with pytest.raises(BackendClosedError):
-            await table.get("a")
-        with pytest.raises(BackendClosedError):
-            await table.put("b", "g", b"v", None)
+        for call, name in ((table.get("a"), "get"), (table.put("b", "g", b"v", None), "put")):
+            try:
+                await call
+            except BackendClosedError:
+                continue
+            except Exception as exc:
+                raise broken(CLOSED, f"{name}() after aclose() raised {type(exc).__name__}, not "
+                                     "BackendClosedError") from exc
+            raise broken(CLOSED, f"{name}() after the handle's aclose() did not raise")
 
 
-def _same_but_age(expected: Member, actual: Member | None) -> Member | None:
-    """*expected* with *actual*'s age, so records compare without the time that passed."""
-    if actual is None:
-        return None
-    return Member(expected.node, expected.group, expected.value, expected.version, expected.seq,
-                  actual.age)
+async def _call(call: Any, name: str) -> Any:
+    """Await *call*, which must not raise: a bad version is merely not current."""
+    try:
+        return await call
+    except Exception as exc:
+        raise broken(CAS, f"{name}() raised {type(exc).__name__}: {exc} for a version that is "
+                          "merely not current") from exc
+
+
+async def _put(table: MemberTable, node: str, group: str, value: bytes,
+               version: Any) -> Any:
+    """``table.put(...)``, which must return a 3-tuple and never raise for a bad version."""
+    result = await _call(table.put(node, group, value, version), "put")
+    _check(isinstance(result, tuple) and len(result) == 3, CAS,
+           f"put() returned {show(result)}, not (member, written, group_size)")
+    return result
+
+
+async def _create(table: MemberTable, node: str, group: str, value: bytes) -> Member:
+    member, written, _ = await _put(table, node, group, value, None)
+    if not written or not isinstance(member, Member):
+        raise broken(CAS, f"put({node!r}, {group!r}, ..., None) on a node without a record "
+                          f"returned {show(member)}, written={written}")
+    return member
+
+
+def _same(a: Member, b: Member) -> bool:
+    """The same record (ages aside: time passes between two reads)."""
+    return (a.node, a.group, a.value, a.version, a.seq) == (b.node, b.group, b.value, b.version,
+                                                            b.seq)
