@@ -41,7 +41,7 @@ def test_python_dash_m_entry_point() -> None:
         [sys.executable, "-m", "arendezvous", "demo", "-n", "2"],
         capture_output=True, text=True, check=True, timeout=60,
     )
-    assert "2 joined," in out.stdout
+    assert "2 joined with" in out.stdout
 
 
 def test_python_dash_m_cli_and_the_console_script() -> None:

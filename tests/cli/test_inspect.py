@@ -12,7 +12,7 @@ from arendezvous.cli import main
 def test_demo_on_trio_and_a_file_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"file://{tmp_path}"
     assert main(["demo", "-n", "3", "--url", url, "--run-id", "r", "--event-loop", "trio"]) == 0
-    assert "3 joined," in capsys.readouterr().out
+    assert "3 joined with" in capsys.readouterr().out
     assert main(["inspect", url, "r"]) == 0
     out = capsys.readouterr().out
     assert "run 'r':" in out

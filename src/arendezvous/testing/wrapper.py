@@ -26,9 +26,8 @@ the one outside it.
 
 from __future__ import annotations
 
-from typing import Any
-
 from .._backend import AsyncRendezvousBackend, Token
+from .._members import MemberTable
 
 __all__ = ("BackendWrapper",)
 
@@ -64,10 +63,9 @@ class BackendWrapper(AsyncRendezvousBackend):
         run_id = getattr(self._backend, "run_id", None)
         return run_id if isinstance(run_id, str) else None
 
-    def member_table(self) -> Any:
+    def member_table(self) -> MemberTable | None:
         """The wrapped backend's optional member-table capability, or ``None`` without one."""
-        method = getattr(self._backend, "member_table", None)
-        return None if method is None else method()
+        return self._backend.member_table()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._backend!r})"
