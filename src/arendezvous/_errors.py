@@ -8,17 +8,22 @@ its children when they can act on the difference: a store that cannot be reached
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TypeAlias
 
 __all__ = (
     "BackendClosedError",
+    "ErrorRule",
+    "ErrorTable",
     "RendezvousClosedError",
     "RendezvousConnectionError",
     "RendezvousError",
     "RendezvousStateError",
     "RendezvousTimeoutError",
     "map_exceptions",
+    "translate",
 )
 
 
@@ -52,24 +57,72 @@ class RendezvousClosedError(RendezvousError):
     """The rendezvous run was closed; no new round will start."""
 
 
+@dataclass(frozen=True)
+class ErrorRule:
+    """One row of a store's error table: which client exceptions become which of our errors.
+
+    A client exception that is an instance of one of *types* (and for which *when* holds, if
+    given) becomes *error*, with the message ``"<what>: <detail>"``. *detail* is a template
+    formatted with ``type`` (the exception's class name), ``exc`` (the exception) and the context
+    given to :func:`map_exceptions` (e.g. ``timeout``), or a callable of the exception; by default
+    ``"{type}: {exc}"``. Rows are tried in order, so specific rows go first.
+    """
+
+    types: tuple[type[BaseException], ...]
+    error: type[RendezvousError] = RendezvousConnectionError
+    detail: str | Callable[[BaseException], str] = "{type}: {exc}"
+    when: Callable[[BaseException], bool] | None = None
+
+    def matches(self, exc: BaseException) -> bool:
+        """Whether this row applies to *exc*."""
+        return isinstance(exc, self.types) and (self.when is None or self.when(exc))
+
+    def describe(self, exc: BaseException, context: Mapping[str, object]) -> str:
+        """The detail part of the message for *exc*."""
+        if callable(self.detail):
+            return self.detail(exc)
+        return self.detail.format(type=type(exc).__name__, exc=exc, **context)
+
+
+ErrorTable: TypeAlias = tuple[ErrorRule, ...]
+"""A store's exceptions and ours, declared as data: every backend has one, applied by
+:func:`map_exceptions` (the pattern of httpcore's ``map_exceptions``)."""
+
+
+def translate(
+    table: ErrorTable, exc: BaseException, what: str, **context: object
+) -> RendezvousError | None:
+    """Our error for the client's *exc* by *table* (raise it ``from exc``), or ``None``."""
+    for rule in table:
+        if rule.matches(exc):
+            return rule.error(f"{what}: {rule.describe(exc, context)}")
+    return None
+
+
 @contextmanager
 def map_exceptions(
+    table: ErrorTable = (),
     *,
     connection: tuple[type[BaseException], ...] = (),
     state: tuple[type[BaseException], ...] = (),
     what: str,
+    **context: object,
 ) -> Iterator[None]:
     """Re-raise a store client's exceptions as ours, the original chained as ``__cause__``.
 
-    *connection* exceptions become :class:`RendezvousConnectionError`, *state* exceptions
-    :class:`RendezvousStateError`; *what* says what was being done (no credentials in it).
-    Our own errors and cancellation pass through untouched.
+    The rows of *table* are tried first; then *state* exceptions become
+    :class:`RendezvousStateError` and *connection* exceptions :class:`RendezvousConnectionError`
+    (a shorthand for a table of two rows). *what* says what was being done (never credentials);
+    *context* fills the rows' detail templates. Our own errors, anything no row names, and
+    cancellation (not an ``Exception``) pass through untouched.
     """
     try:
         yield
     except RendezvousError:
         raise
-    except state as exc:
-        raise RendezvousStateError(f"{what}: {type(exc).__name__}: {exc}") from exc
-    except connection as exc:
-        raise RendezvousConnectionError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        rows = (*table, ErrorRule(state, RendezvousStateError), ErrorRule(connection))
+        error = translate(rows, exc, what, **context)
+        if error is None:
+            raise
+        raise error from exc

@@ -1,23 +1,27 @@
-"""``open_backend(url, run_id=...)``: one entry point for every backend, chosen by URL scheme.
+"""The scheme registry: ``open_backend(url, run_id=...)`` opens any backend, chosen by scheme.
 
 Built-in schemes map to a factory imported only when used, so ``import arendezvous`` never imports
 a store client. Third parties add schemes through the ``arendezvous.backends`` entry-point group;
-the entry point's name is the scheme and its object a callable ``(url, *, run_id) -> backend``.
+the entry point's name is the scheme and its object a :class:`SchemeFactory`. Parsing the rest of
+a URL is each backend's own ``from_url``, with the helpers of :mod:`arendezvous.backends._urlparse`
+(re-exported here for the backends that import them from this module).
 """
 
 from __future__ import annotations
 
 import importlib
-import re
 import urllib.parse
-from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from .._backend import AsyncRendezvousBackend, check_run_id
+from ._urlparse import parse_bool as parse_bool
+from ._urlparse import parse_options as parse_options
+from ._urlparse import parse_seconds as parse_seconds
 
 __all__ = (
-    "BackendFactory",
+    "ENTRY_POINT_GROUP",
+    "SchemeFactory",
     "open_backend",
     "parse_bool",
     "parse_options",
@@ -28,8 +32,8 @@ __all__ = (
 ENTRY_POINT_GROUP = "arendezvous.backends"
 
 
-class BackendFactory(Protocol):
-    """What a scheme's entry point provides."""
+class SchemeFactory(Protocol):
+    """What a scheme's entry point provides: ``factory(url, *, run_id) -> backend``."""
 
     def __call__(self, url: str, *, run_id: str) -> AsyncRendezvousBackend: ...
 
@@ -54,10 +58,10 @@ def registered_schemes() -> list[str]:
     return sorted(set(_BUILTIN) | set(_entry_point_schemes()))
 
 
-def _factory(scheme: str) -> BackendFactory:
+def _factory(scheme: str) -> SchemeFactory:
     if scheme in _BUILTIN:
         module_name, _, attribute = _BUILTIN[scheme].partition(":")
-        factory: BackendFactory = getattr(importlib.import_module(module_name), attribute)
+        factory: SchemeFactory = getattr(importlib.import_module(module_name), attribute)
         return factory
     entry_point = _entry_point_schemes().get(scheme)
     if entry_point is None:
@@ -65,7 +69,7 @@ def _factory(scheme: str) -> BackendFactory:
             f"unknown backend URL scheme {scheme!r}; accepted schemes: "
             + ", ".join(f"{name}://" for name in registered_schemes())
         )
-    loaded: BackendFactory = entry_point.load()
+    loaded: SchemeFactory = entry_point.load()
     return loaded
 
 
@@ -96,54 +100,3 @@ def open_backend(url: str, *, run_id: str) -> AsyncRendezvousBackend:
             + ", ".join(f"{name}://" for name in registered_schemes())
         )
     return _factory(scheme.lower())(url, run_id=run_id)
-
-
-_OPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
-
-
-def shown_option(key: str) -> str:
-    """*key*, quoted, if it looks like an option name; else a placeholder. After an unencoded
-    '?' in a user or password, the query's first "name" is the rest of the credentials."""
-    return repr(key) if _OPTION_NAME.fullmatch(key) else "(a malformed name, not shown)"
-
-
-def parse_options(
-    url: urllib.parse.SplitResult, accepted: Mapping[str, Callable[[str], Any]]
-) -> dict[str, Any]:
-    """Convert a URL's query parameters with *accepted*'s converters; refuse unknown ones.
-
-    :raises ValueError: an unknown or repeated parameter, or a value its converter rejects.
-    """
-    options: dict[str, Any] = {}
-    for key, value in urllib.parse.parse_qsl(url.query, keep_blank_values=True):
-        if key not in accepted:
-            raise ValueError(
-                f"unknown option {shown_option(key)} for {url.scheme}:// URLs; accepted: "
-                + (", ".join(sorted(accepted)) or "none")
-            )
-        if key in options:
-            raise ValueError(f"option {key!r} given twice")
-        try:
-            options[key] = accepted[key](value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"bad value for option {key!r}: {value!r} ({exc})") from None
-    return options
-
-
-def parse_bool(value: str) -> bool:
-    """A URL option's boolean: 1/0, true/false, yes/no, on/off."""
-    lowered = value.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
-def parse_seconds(value: str) -> float:
-    """A URL option's duration in seconds: a positive number."""
-    seconds = float(value)
-    if not seconds > 0 or seconds == float("inf"):
-        raise ValueError("expected a positive number of seconds")
-    return seconds
-
