@@ -1,4 +1,4 @@
-"""``LoopThread``: a private asyncio event loop in a daemon thread, and the two ways to call into it.
+"""``LoopThread``: a private asyncio event loop in a daemon thread, and two ways to call into it.
 
 Work reaches such a loop from two kinds of caller:
 

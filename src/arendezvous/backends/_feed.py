@@ -42,7 +42,7 @@ from .._errors import RendezvousConnectionError, RendezvousStateError
 __all__ = ("ALL", "PONG", "ChangeFeed", "FeedHub", "View", "Watch")
 
 ALL: Final = object()
-"""A hint that any topic may have changed (e.g. the client reconnected and may have lost notices)."""
+"""A hint that any topic may have changed (the client reconnected, and may have lost notices)."""
 
 PONG: Final = object()
 """The answer to a :meth:`ChangeFeed.ping`: the subscription is alive."""

@@ -244,7 +244,8 @@ class NetworkBackend(RunHandle, AsyncRendezvousBackend):
     def _hub(self) -> FeedHub:
         """The change feed hub of the binding of the running loop (made on first use)."""
         bound = self._bound
-        assert bound is not None and bound.loop is asyncio._get_running_loop()
+        assert bound is not None
+        assert bound.loop is asyncio._get_running_loop()
         if bound.hub is None:
             client = bound.client
             bound.hub = FeedHub(

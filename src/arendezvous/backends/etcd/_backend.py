@@ -209,7 +209,11 @@ class EtcdBackend(NetworkBackend):
                     return b"", None, False
                 if token != current[1]:
                     return current[0], current[1], False
-            if not sendable(token) or token.key != self._key or token.cluster_id != self._cluster_id:
+            if not (
+                sendable(token)
+                and token.key == self._key
+                and token.cluster_id == self._cluster_id
+            ):
                 # Not a token of this run in this cluster: merely stale; report what is there.
                 current = await self._read(client)
                 return (b"", None, False) if current is None else (*current, False)

@@ -1,4 +1,4 @@
-"""The PostgreSQL backend's change feed: one ``LISTEN`` connection per handle, for all its waiters."""
+"""The PostgreSQL backend's change feed: one ``LISTEN`` connection per handle, for all waiters."""
 
 from __future__ import annotations
 

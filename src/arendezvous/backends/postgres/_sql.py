@@ -183,14 +183,21 @@ def error_table(asyncpg: Any) -> ErrorTable:
     return (
         # A table of that name that is not ours is as foreign as a value that is not ours.
         ErrorRule(
-            (asyncpg.UndefinedColumnError, asyncpg.DatatypeMismatchError,
-             asyncpg.WrongObjectTypeError),
+            (
+                asyncpg.UndefinedColumnError,
+                asyncpg.DatatypeMismatchError,
+                asyncpg.WrongObjectTypeError,
+            ),
             RendezvousStateError,
             detail="the table does not have arendezvous's layout: {type}: {exc}",
-        ),  # fmt: skip
+        ),
         ErrorRule((TimeoutError, asyncio.TimeoutError), detail="no answer within {timeout:g} s"),
         ErrorRule(
-            (asyncpg.PostgresError, asyncpg.InterfaceError,
-             asyncpg.exceptions.InternalClientError, OSError),
-        ),  # fmt: skip
+            (
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.exceptions.InternalClientError,
+                OSError,
+            ),
+        ),
     )

@@ -45,6 +45,9 @@ class ServerProcess:
     _program: ClassVar[str]
     #: Text in the log saying a port was taken; ``None``: a failed start is never retried.
     _port_in_use: ClassVar[str | None] = None
+    #: The address clients connect to (every launcher listens on loopback only).
+    host: ClassVar[str] = "127.0.0.1"
+    port: int
 
     def __init__(self, *, startup_timeout: float) -> None:
         self.startup_timeout = startup_timeout
@@ -185,9 +188,22 @@ class ServerProcess:
         if process is None:
             return
         if process.poll() is None:
+            if sig != signal.SIGKILL:
+                process.send_signal(signal.SIGCONT)  # a paused server could not act on it
             process.send_signal(sig)
             self._wait_process(10)
         self._forget_process(10)
+
+    def pause(self) -> None:
+        """SIGSTOP the server: its connections stay open but nothing answers (a hung server, a
+        long GC pause, a frozen VM). :meth:`resume` thaws it."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would; the ports and dir stay for :meth:`restart`."""

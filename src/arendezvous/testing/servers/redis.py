@@ -83,7 +83,7 @@ class RedisServer(ServerProcess):
     def url(self) -> str:
         """The arendezvous URL of database 0 on this server."""
         if self.tls:
-            return f"rediss://{self.endpoint}/0?ssl_ca_certs={self.ca_file}"
+            return f"rediss://{self.endpoint}/0?tls_ca_file={self.ca_file}"
         return f"redis://{self.endpoint}/0"
 
     # -- TLS material ----------------------------------------------------------------------------
