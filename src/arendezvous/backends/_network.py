@@ -206,6 +206,7 @@ class NetworkBackend(RunHandle, AsyncRendezvousBackend):
         return self._rebind(loop)
 
     def _rebind(self, loop: asyncio.AbstractEventLoop) -> _Binding:
+        self._check_open()
         old = self._bound
         if old is not None:
             if old.alive():
@@ -344,6 +345,13 @@ class NetworkBackend(RunHandle, AsyncRendezvousBackend):
     # -- closing -------------------------------------------------------------------------------
 
     async def aclose(self) -> None:
+        bound = self._bound
+        if bound is not None and bound.bridged and bound.loop is not asyncio._get_running_loop():
+            if bound.alive():
+                # Close on the loop thread, where every call of the handle runs: a close from
+                # here could race a call there that is just binding a new client.
+                await LoopThread.shared().run(self.aclose)
+                return
         if self._closed:
             return
         self._closed = True

@@ -47,6 +47,19 @@ _INSERT_ATTEMPTS = 8
 _KNOWN_STATES = 4  # stored bytes remembered per handle, by token (see _update)
 
 
+async def _settle(connection: Any, deadline: float) -> bool:
+    """Wait, shielded, until the server has finished what *connection* was doing; return
+    whether the connection is clean for reuse (PostgreSQL runs a connection's statements in
+    order, and asyncpg first acknowledges the cancelled one)."""
+    with anyio.CancelScope(shield=True):
+        try:
+            remaining = time_left(asyncio.get_running_loop(), deadline)
+            await connection.fetchval("SELECT 1", timeout=remaining)
+        except Exception:
+            return False
+    return not connection.is_in_transaction()
+
+
 class PostgresBackend(NetworkBackend):
     """A handle on one run's row in a PostgreSQL table.
 
@@ -177,7 +190,10 @@ class PostgresBackend(NetworkBackend):
 
         Every step (waiting for a slot, connecting, each statement) ends by one deadline,
         :attr:`timeout` seconds from now, through asyncpg's own timeouts: no cancel scope on the
-        hot path.
+        hot path. A write cancelled mid-statement is settled before the cancellation goes on: a
+        ``SELECT 1`` on the same connection (shielded, within the deadline) returns only once the
+        server has finished the statement, committed or rolled back, so a cancelled
+        ``set_state`` never applies after it returned; the connection is then clean, and reused.
         """
         deadline = pool.loop.time() + self._timeout
         with map_exceptions(self._errors, what=self._what(what), timeout=self._timeout):
@@ -197,6 +213,10 @@ class PostgresBackend(NetworkBackend):
                 return result
             except (RendezvousStateError, self._asyncpg.PostgresError):
                 reusable = True  # the server answered: the connection is in a known state
+                raise
+            except BaseException as exc:
+                if what == "set_state" and not isinstance(exc, Exception):  # cancelled
+                    reusable = await _settle(connection, deadline)
                 raise
             finally:
                 pool.release(connection, reusable=reusable)
@@ -296,11 +316,11 @@ class PostgresBackend(NetworkBackend):
                 new_token = PostgresToken(token.incarnation, row["version"])
                 self._remember(new_token, stored)
                 return state, new_token, True
-            # Lost, or the token is current but this handle did not know the row's bytes (a
-            # token from another handle): decoding the row (which raises if it is corrupt) tells
-            # them, and the write is tried once more with them.
+            # Lost, or the token is current but the row's bytes are not the ones this handle
+            # knew for it (it never read them, or they were changed in place): decoding the row
+            # raises if it is corrupt; if not, the write is tried once more with those bytes.
             current = self._current(row)
-            if known is not None or not same_token(current[1], token):
+            if not same_token(current[1], token):
                 return (*current, False)
             known = row["state"]
         return (*current, False)

@@ -19,6 +19,15 @@ def time_left(loop: asyncio.AbstractEventLoop, deadline: float) -> float:
     return remaining
 
 
+def _discard(task: asyncio.Future[Any]) -> None:
+    """Close the connection a connect task made for a caller that is gone (or retrieve its
+    error, so asyncio does not report it as never retrieved)."""
+    if task.cancelled():
+        return
+    if task.exception() is None:
+        task.result().terminate()
+
+
 class ConnectionPool:
     """At most *size* asyncpg connections for one backend, reused last-in first-out.
 
@@ -61,9 +70,20 @@ class ConnectionPool:
                 connection = self._idle.pop()
                 if not connection.is_closed():
                     return connection
-            return await self._connect(deadline)
+            return await self._connect_settled(deadline)
         except BaseException:
             self._slots.release()
+            raise
+
+    async def _connect_settled(self, deadline: float) -> Any:
+        """Connect in a task of its own that a cancelled caller leaves to finish (bounded by
+        *deadline*) and whose connection is then closed: asyncpg cancelled mid-handshake leaves
+        futures with unretrieved errors behind, which the loop reports as errors."""
+        task = asyncio.ensure_future(self._connect(deadline))
+        try:
+            return await asyncio.shield(task)
+        except BaseException:
+            task.add_done_callback(_discard)
             raise
 
     def release(self, connection: Any, *, reusable: bool) -> None:

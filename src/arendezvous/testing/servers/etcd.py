@@ -131,10 +131,10 @@ class EtcdServer(ServerProcess):
         """The arendezvous URL of this server, naming the certificate files when TLS is on."""
         if not self.tls:
             return f"etcd://{self.endpoint}"
-        query = {"ca_cert": str(self.ca_file)}
+        query = {"tls_ca_file": str(self.ca_file)}
         if self.client_cert_auth:
-            query["cert_cert"] = str(self.client_cert_file)
-            query["cert_key"] = str(self.client_key_file)
+            query["tls_cert_file"] = str(self.client_cert_file)
+            query["tls_key_file"] = str(self.client_key_file)
         return f"etcd://{self.endpoint}?{urllib.parse.urlencode(query)}"
 
     # -- TLS material ----------------------------------------------------------------------------
