@@ -8,15 +8,16 @@ its children when they can act on the difference: a store that cannot be reached
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TypeAlias
 
 __all__ = (
     "BackendClosedError",
     "ErrorRule",
     "ErrorTable",
+    "ExceptionMapper",
     "RendezvousClosedError",
     "RendezvousConnectionError",
     "RendezvousError",
@@ -99,30 +100,61 @@ def translate(
     return None
 
 
-@contextmanager
+class ExceptionMapper:
+    """A reusable context manager applying an error table; see :func:`map_exceptions`.
+
+    It keeps no state between uses, so a backend builds one per operation once and enters it on
+    every call: cheaper on a hot path than a generator-based context manager, and *what* (a
+    callable) is only formatted when something is actually raised.
+    """
+
+    __slots__ = ("_context", "_rows", "_what")
+
+    def __init__(
+        self,
+        rows: ErrorTable,
+        what: str | Callable[[], str],
+        context: Mapping[str, object],
+    ) -> None:
+        self._rows = rows
+        self._what = what
+        self._context = context
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not isinstance(exc, Exception) or isinstance(exc, RendezvousError):
+            return  # no error, cancellation, or ours already: it goes on as it is
+        what = self._what if isinstance(self._what, str) else self._what()
+        error = translate(self._rows, exc, what, **self._context)
+        if error is not None:
+            raise error from exc
+
+
 def map_exceptions(
     table: ErrorTable = (),
     *,
     connection: tuple[type[BaseException], ...] = (),
     state: tuple[type[BaseException], ...] = (),
-    what: str,
+    what: str | Callable[[], str],
     **context: object,
-) -> Iterator[None]:
+) -> ExceptionMapper:
     """Re-raise a store client's exceptions as ours, the original chained as ``__cause__``.
 
-    The rows of *table* are tried first; then *state* exceptions become
-    :class:`RendezvousStateError` and *connection* exceptions :class:`RendezvousConnectionError`
-    (a shorthand for a table of two rows). *what* says what was being done (never credentials);
-    *context* fills the rows' detail templates. Our own errors, anything no row names, and
-    cancellation (not an ``Exception``) pass through untouched.
+    Use as ``with map_exceptions(table, what=...):``. The rows of *table* are tried first; then
+    *state* exceptions become :class:`RendezvousStateError` and *connection* exceptions
+    :class:`RendezvousConnectionError` (a shorthand for a table of two rows). *what* says what
+    was being done (never credentials), as text or a callable giving it; *context* fills the
+    rows' detail templates. Our own errors, anything no row names, and cancellation (not an
+    ``Exception``) pass through untouched.
     """
-    try:
-        yield
-    except RendezvousError:
-        raise
-    except Exception as exc:
+    rows = table
+    if state or connection:
         rows = (*table, ErrorRule(state, RendezvousStateError), ErrorRule(connection))
-        error = translate(rows, exc, what, **context)
-        if error is None:
-            raise
-        raise error from exc
+    return ExceptionMapper(rows, what, context)

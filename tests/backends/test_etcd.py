@@ -9,7 +9,6 @@ tests use aetcd's asyncio client to look behind the backend, so they run on asyn
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -297,7 +296,7 @@ async def test_the_size_limit_fits_etcds_request_limit(etcd_server: EtcdServer) 
 
 @pytest.mark.parametrize("size", [MAX_STATE_SIZE_LIMIT + 1, 2 << 20])
 def test_a_size_limit_over_etcds_request_limit_is_refused(size: int) -> None:
-    with pytest.raises(ValueError, match="1.5 MiB"):
+    with pytest.raises(ValueError, match=r"1\.5 MiB"):
         EtcdBackend("r", max_state_size=size)
     with pytest.raises(ValueError, match="max_state_size"):
         open_backend(f"etcd://127.0.0.1:1?max_state_size={size}", run_id="r")

@@ -164,7 +164,9 @@ def _state_machine_factory(run_id: str) -> AsyncRendezvousBackend:
 _MACHINE_SETTINGS = settings(max_examples=25, stateful_step_count=20, deadline=None)
 TestStateMachine = backend_state_machine(_state_machine_factory).TestCase
 TestStateMachine.settings = _MACHINE_SETTINGS
-TestStateMachineOnTrio = backend_state_machine(_state_machine_factory, anyio_backend="trio").TestCase
+TestStateMachineOnTrio = backend_state_machine(
+    _state_machine_factory, anyio_backend="trio"
+).TestCase
 TestStateMachineOnTrio.settings = _MACHINE_SETTINGS
 
 

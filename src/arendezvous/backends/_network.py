@@ -52,7 +52,14 @@ from .._backend import (
     check_timeout,
     same_token,
 )
-from .._errors import BackendClosedError, RendezvousConnectionError, RendezvousStateError
+from .._errors import (
+    BackendClosedError,
+    ErrorTable,
+    ExceptionMapper,
+    RendezvousConnectionError,
+    RendezvousStateError,
+    map_exceptions,
+)
 from .._loop_thread import LoopThread
 from .._notify import threadsafe_setter
 from ._feed import ChangeFeed, FeedHub, View
@@ -136,6 +143,7 @@ class NetworkBackend(RunHandle, AsyncRendezvousBackend):
         )
         self._closed = False
         self._bound: _Binding | None = None
+        self._mappers: dict[str, ExceptionMapper] = {}
 
     @property
     def name(self) -> str:
@@ -155,6 +163,22 @@ class NetworkBackend(RunHandle, AsyncRendezvousBackend):
     def _what(self, operation: str) -> str:
         """The start of every error message: what was done, to which run, where."""
         return f"{operation} of run {self._run_id!r} on {self._where}"
+
+    def _mapped(self, operation: str) -> ExceptionMapper:
+        """The store's error table applied to *operation*: ``with self._mapped("get_state"):``.
+
+        Made once per operation and handle (the message is formatted only on an error).
+        """
+        mapper = self._mappers.get(operation)
+        if mapper is None:
+            mapper = self._mappers[operation] = map_exceptions(
+                self._error_table(), what=partial(self._what, operation), timeout=self._timeout
+            )
+        return mapper
+
+    def _error_table(self) -> ErrorTable:
+        """The store's error table (see :mod:`arendezvous._errors`)."""
+        raise NotImplementedError
 
     # -- hooks each store implements -----------------------------------------------------------
 
@@ -181,14 +205,15 @@ class NetworkBackend(RunHandle, AsyncRendezvousBackend):
         """Seconds of silence after which the change feed is checked."""
         return self._timeout
 
-    async def _read(self, client: Any) -> tuple[bytes, Token] | None:
-        """The stored ``(state, token)``, or ``None``; bounded by the handle's timeout."""
+    def _read(self, client: Any) -> Awaitable[tuple[bytes, Token] | None]:
+        """The stored ``(state, token)``, or ``None``; bounded by the handle's timeout. (An
+        awaitable: a store may hand back a coroutine it made, sparing a frame.)"""
         raise NotImplementedError
 
-    async def _swap(
+    def _swap(
         self, client: Any, state: bytes, token: Token | None
-    ) -> tuple[bytes, Token, bool]:
-        """The compare-and-swap of *state* (checked already) against *token*."""
+    ) -> Awaitable[tuple[bytes, Token, bool]]:
+        """The compare-and-swap of *state* (checked already) against *token* (an awaitable)."""
         raise NotImplementedError
 
     # -- the loop-bound client -----------------------------------------------------------------
@@ -261,14 +286,20 @@ class NetworkBackend(RunHandle, AsyncRendezvousBackend):
     # -- the contract --------------------------------------------------------------------------
 
     async def get_state(self) -> tuple[bytes, Token] | None:
-        return await self._on_client(self._read)
+        bound = self._bound
+        if bound is None or bound.loop is not asyncio._get_running_loop() or self._closed:
+            return await self._on_client(self._read)
+        return await self._read(bound.client)  # the hot path of _on_client, inlined
 
     async def set_state(
         self, state: bytes, token: Token | None = None
     ) -> tuple[bytes, Token, bool]:
         self._check_open()
         state = check_state(state, self._max_state_size)
-        return await self._on_client(self._swap, state, token)
+        bound = self._bound
+        if bound is None or bound.loop is not asyncio._get_running_loop():
+            return await self._on_client(self._swap, state, token)
+        return await self._swap(bound.client, state, token)  # _on_client's hot path, inlined
 
     async def wait_for_change(
         self, token: Token | None, *, timeout: float | None = None
@@ -346,12 +377,16 @@ class NetworkBackend(RunHandle, AsyncRendezvousBackend):
 
     async def aclose(self) -> None:
         bound = self._bound
-        if bound is not None and bound.bridged and bound.loop is not asyncio._get_running_loop():
-            if bound.alive():
-                # Close on the loop thread, where every call of the handle runs: a close from
-                # here could race a call there that is just binding a new client.
-                await LoopThread.shared().run(self.aclose)
-                return
+        if (
+            bound is not None
+            and bound.bridged
+            and bound.loop is not asyncio._get_running_loop()
+            and bound.alive()
+        ):
+            # Close on the loop thread, where every call of the handle runs: a close from here
+            # could race a call there that is just binding a new client.
+            await LoopThread.shared().run(self.aclose)
+            return
         if self._closed:
             return
         self._closed = True

@@ -6,7 +6,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 from ..._backend import DEFAULT_MAX_STATE_SIZE, Token
-from ..._errors import RendezvousConnectionError
+from ..._errors import ErrorTable, RendezvousConnectionError
 from .._feed import ChangeFeed
 from .._network import DEFAULT_TIMEOUT, NetworkBackend
 from .._urlparse import TlsOptions, merge_alias, read_tls_file
@@ -159,6 +159,9 @@ class EtcdBackend(NetworkBackend):
             errors=self._errors,
             what=self._what,
         )
+
+    def _error_table(self) -> ErrorTable:
+        return self._errors
 
     async def _close_client(self, client: Cluster) -> None:
         await client.aclose()

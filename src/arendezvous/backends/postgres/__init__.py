@@ -16,8 +16,8 @@ the random incarnation keeps a token of another database, or of a table dropped 
 the conditional ``UPDATE`` (or ``INSERT ... ON CONFLICT DO NOTHING`` for token ``None``), a
 ``pg_notify`` in the write's ``RETURNING`` list so the notice is sent exactly when the write
 commits, and -- when the write loses -- the current row, all in one round trip. The ``UPDATE`` also
-requires the row to hold the very bytes the caller's token was read with (a SHA-256 compared in
-SQL), so a state corrupted in place, its version kept, is returned and refused, never overwritten.
+requires the row to hold the very bytes the caller's token was read with, so a state corrupted in
+place, its version kept, is returned and refused, never overwritten.
 
 ``wait_for_change`` shares one listening connection per handle (all its waiters' hints come from
 it): ``LISTEN`` first, then a read; every notice, and every reconnect, is followed by another read,

@@ -11,7 +11,7 @@ import anyio
 
 from ..._backend import DEFAULT_MAX_STATE_SIZE, Token, same_token
 from ..._compat import import_optional
-from ..._errors import RendezvousConnectionError, RendezvousStateError, map_exceptions
+from ..._errors import ErrorTable, RendezvousConnectionError, RendezvousStateError
 from .._feed import ChangeFeed
 from .._network import DEFAULT_TIMEOUT, NetworkBackend, check_seconds
 from .._urlparse import TlsOptions
@@ -26,7 +26,6 @@ from ._sql import (
     advisory_key,
     channel,
     decode,
-    digest,
     encode,
     error_table,
     quote_table,
@@ -44,7 +43,6 @@ DEFAULT_HEARTBEAT: Final = 10.0
 """Seconds ``wait_for_change`` waits for a notice before checking the listening connection."""
 
 _INSERT_ATTEMPTS = 8
-_KNOWN_STATES = 4  # stored bytes remembered per handle, by token (see _update)
 
 
 async def _settle(connection: Any, deadline: float) -> bool:
@@ -136,9 +134,9 @@ class PostgresBackend(NetworkBackend):
         self._sql = Statements(self._table_sql)
         self._errors = error_table(self._asyncpg)
         self._table_ready = False
-        # Stored bytes of the latest tokens this handle saw, so a write can check in SQL that
-        # the row still holds them (see Statements.update).
-        self._known: dict[PostgresToken, bytes] = {}
+        # The latest token this handle saw and the stored bytes it came with, so that a write
+        # with it can check in SQL that the row still holds them (see Statements.update).
+        self._known: tuple[PostgresToken, bytes] | None = None
 
     @property
     def table(self) -> str:
@@ -196,7 +194,7 @@ class PostgresBackend(NetworkBackend):
         ``set_state`` never applies after it returned; the connection is then clean, and reused.
         """
         deadline = pool.loop.time() + self._timeout
-        with map_exceptions(self._errors, what=self._what(what), timeout=self._timeout):
+        with self._mapped(what):
             connection = await pool.acquire(deadline)
             reusable = False
             try:
@@ -239,22 +237,28 @@ class PostgresBackend(NetworkBackend):
 
     # -- reads and writes ----------------------------------------------------------------------
 
+    def _error_table(self) -> ErrorTable:
+        return self._errors
+
     def _current(self, row: Any) -> tuple[bytes, PostgresToken]:
         stored = row["state"]
-        state = decode(stored, self._what("read"))
+        try:
+            state = decode(stored)
+        except RendezvousStateError as exc:
+            raise RendezvousStateError(f"{self._what('read')}: {exc}") from None
         token = PostgresToken(bytes(row["incarnation"]), int(row["version"]))
-        self._remember(token, stored)
+        self._known = (token, stored)
         return state, token
 
-    def _remember(self, token: PostgresToken, stored: bytes) -> None:
+    def _known_bytes(self, token: PostgresToken) -> bytes | None:
         known = self._known
-        known.pop(token, None)
-        known[token] = stored
-        while len(known) > _KNOWN_STATES:
-            del known[next(iter(known))]
+        if known is not None and (known[0] is token or same_token(known[0], token)):
+            return known[1]
+        return None
 
-    async def _read(self, client: ConnectionPool) -> tuple[bytes, Token] | None:
-        return await self._run(client, "get_state", self._fetch)
+    def _read(self, client: ConnectionPool) -> Awaitable[tuple[bytes, Token] | None]:
+        # Returns _run's coroutine rather than awaiting it: one frame less on the hot path.
+        return self._run(client, "get_state", self._fetch)
 
     async def _fetch(self, connection: Any, deadline: float) -> tuple[bytes, Token] | None:
         row = await connection.fetchrow(
@@ -262,14 +266,14 @@ class PostgresBackend(NetworkBackend):
         )
         return None if row is None else self._current(row)
 
-    async def _swap(
+    def _swap(
         self, client: ConnectionPool, state: bytes, token: Token | None
-    ) -> tuple[bytes, Token, bool]:
+    ) -> Awaitable[tuple[bytes, Token, bool]]:
         if token is None:
-            return await self._run(client, "set_state", self._insert, state, encode(state))
+            return self._run(client, "set_state", self._insert, state, encode(state))
         if sendable(token):
-            return await self._run(client, "set_state", self._update, state, encode(state), token)
-        return await self._run(client, "set_state", self._read_only)
+            return self._run(client, "set_state", self._update, state, encode(state), token)
+        return self._run(client, "set_state", self._read_only)
 
     async def _read_only(self, connection: Any, deadline: float) -> tuple[bytes, Token, bool]:
         # Not one of our tokens: it cannot be current, so the write is just a read.
@@ -292,7 +296,7 @@ class PostgresBackend(NetworkBackend):
                 continue
             if row["written"]:
                 token = PostgresToken(incarnation, row["version"])
-                self._remember(token, stored)
+                self._known = (token, stored)
                 return state, token, True
             return (*self._current(row), False)
         raise RendezvousConnectionError(
@@ -303,18 +307,18 @@ class PostgresBackend(NetworkBackend):
         self, connection: Any, deadline: float, state: bytes, stored: bytes, token: PostgresToken
     ) -> tuple[bytes, Token, bool]:
         loop = asyncio.get_running_loop()
-        known = self._known.get(token)
+        known = self._known_bytes(token)
         for _ in range(2):
             row = await connection.fetchrow(
                 self._sql.update, self._run_id, token.version, token.incarnation, stored,
-                self._channel, None if known is None else digest(known),
+                self._channel, known,
                 timeout=time_left(loop, deadline),
             )  # fmt: skip
             if row is None:
                 return b"", None, False
             if row["written"]:
                 new_token = PostgresToken(token.incarnation, row["version"])
-                self._remember(new_token, stored)
+                self._known = (new_token, stored)
                 return state, new_token, True
             # Lost, or the token is current but the row's bytes are not the ones this handle
             # knew for it (it never read them, or they were changed in place): decoding the row

@@ -81,27 +81,22 @@ def encode(state: bytes) -> bytes:
     return _HEADER.pack(_MAGIC, _FORMAT_VERSION, zlib.crc32(state)) + state
 
 
-def decode(stored: object, where: str) -> bytes:
+def decode(stored: object) -> bytes:
     """The state in *stored*.
 
     :raises RendezvousStateError: *stored* is not what :func:`encode` makes.
     """
     if not isinstance(stored, bytes) or len(stored) < _HEADER.size:
-        raise RendezvousStateError(f"{where}: the row does not hold arendezvous state (too short)")
+        raise RendezvousStateError("the row does not hold arendezvous state (too short)")
     magic, version, checksum = _HEADER.unpack_from(stored)
     if magic != _MAGIC:
-        raise RendezvousStateError(f"{where}: the row does not hold arendezvous state ({magic!r})")
+        raise RendezvousStateError(f"the row does not hold arendezvous state (magic {magic!r})")
     if version != _FORMAT_VERSION:
-        raise RendezvousStateError(f"{where}: the row holds state of unknown format {version}")
+        raise RendezvousStateError(f"the row holds state of unknown format version {version}")
     state = stored[_HEADER.size :]
     if zlib.crc32(state) != checksum:
-        raise RendezvousStateError(f"{where}: the row holds state whose checksum does not match")
+        raise RendezvousStateError("the row holds state whose checksum does not match")
     return state
-
-
-def digest(stored: bytes) -> bytes:
-    """What ``sha256(state)`` computes in SQL for the stored bytes *stored*."""
-    return hashlib.sha256(stored).digest()
 
 
 def quote_table(table: object) -> tuple[str, str]:
@@ -158,8 +153,9 @@ WHERE run_id = $1 AND NOT EXISTS (SELECT FROM inserted)"""
         # returns the row that writer committed, so the token is compared with the latest row and
         # a loser reports the winner's row. Without the lock the comparison would use this
         # statement's snapshot, and two racing writers could both win (measured: it happens).
-        # $6 is the digest of the stored bytes the caller's token was read with: a state changed
-        # in place (its version kept) is then not overwritten but returned, and fails to decode.
+        # $6 is the stored bytes the caller's token was read with (compared whole: cheaper than
+        # hashing either side for the small states of a rendezvous): a state changed in place,
+        # its version kept, is then not overwritten but returned, and refused if it is corrupt.
         self.update = f"""\
 WITH current AS (
     SELECT c.version, c.incarnation, c.state FROM {table} AS c WHERE c.run_id = $1
@@ -168,7 +164,7 @@ WITH current AS (
     UPDATE {table} AS u SET version = DEFAULT, state = $4
     WHERE u.run_id = $1
       AND EXISTS (SELECT FROM current AS c
-                  WHERE c.version = $2 AND c.incarnation = $3 AND sha256(c.state) = $6)
+                  WHERE c.version = $2 AND c.incarnation = $3 AND c.state = $6)
     RETURNING u.version, pg_notify($5, u.version::text)
 )
 SELECT true AS written, version, NULL::bytea AS incarnation, NULL::bytea AS state FROM updated

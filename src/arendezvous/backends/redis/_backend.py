@@ -11,7 +11,7 @@ import anyio
 
 from ..._backend import DEFAULT_MAX_STATE_SIZE, Token
 from ..._compat import import_optional
-from ..._errors import RendezvousConnectionError, RendezvousStateError, map_exceptions
+from ..._errors import ErrorTable, RendezvousConnectionError, RendezvousStateError
 from .._feed import ChangeFeed
 from .._network import DEFAULT_TIMEOUT, NetworkBackend
 from .._urlparse import TlsOptions, merge_alias
@@ -228,7 +228,10 @@ class RedisBackend(NetworkBackend):
     def _topic(self) -> Hashable:
         return self._key
 
-    async def _execute(self, client: Redis, what: str, *args: object) -> Any:
+    def _error_table(self) -> ErrorTable:
+        return self._errors
+
+    async def _execute(self, client: Redis, operation: str, *args: object) -> Any:
         """Run one command within the timeout, errors mapped.
 
         A client built here enforces the timeout on every socket step itself (measured: an anyio
@@ -236,7 +239,7 @@ class RedisBackend(NetworkBackend):
         timeouts are unknown, gets an explicit deadline.
         """
         execute: Callable[..., Awaitable[Any]] = client.execute_command
-        with map_exceptions(self._errors, what=what, timeout=self._timeout):
+        with self._mapped(operation):
             if self._callers_client is None:
                 return await execute(*args)
             with anyio.fail_after(self._timeout):
@@ -245,7 +248,7 @@ class RedisBackend(NetworkBackend):
     # -- reads and writes ----------------------------------------------------------------------
 
     async def _read(self, client: Redis) -> tuple[bytes, Token] | None:
-        fields = await self._execute(client, self._what("get_state"), "HGETALL", self._key)
+        fields = await self._execute(client, "get_state", "HGETALL", self._key)
         if not fields:
             return None
         state = fields.get(b"state")
@@ -272,14 +275,13 @@ class RedisBackend(NetworkBackend):
             self._writer_prefix, self._writer_pid = os.urandom(8).hex(), os.getpid()
         writer = f"{self._writer_prefix}-{next(self._writes)}"
         arguments = (1, self._key, state, has_token, incarnation, counter, writer)
-        what = self._what("set_state")
         try:
-            reply = await self._execute(client, what, "EVALSHA", SET_STATE_SHA, *arguments)
+            reply = await self._execute(client, "set_state", "EVALSHA", SET_STATE_SHA, *arguments)
         except RendezvousConnectionError as exc:
             if not isinstance(exc.__cause__, self._exceptions.NoScriptError):
                 raise
             # A restarted or flushed server forgot the script; EVAL runs and caches it.
-            reply = await self._execute(client, what, "EVAL", SET_STATE_SCRIPT, *arguments)
+            reply = await self._execute(client, "set_state", "EVAL", SET_STATE_SCRIPT, *arguments)
         status = reply[0]
         if status == 1:
             return state, RedisToken(reply[1].decode("ascii"), int(reply[2])), True
@@ -288,4 +290,4 @@ class RedisBackend(NetworkBackend):
                 return b"", None, False
             return reply[3], decode_token(reply[1], reply[2]), False
         reason = reply[1].decode("utf-8", "replace") if len(reply) > 1 else "unknown"
-        raise RendezvousStateError(f"{what}: {reason} (key {self._key!r})")
+        raise RendezvousStateError(f"{self._what('set_state')}: {reason} (key {self._key!r})")
