@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TypeAlias
 
 __all__ = (
@@ -123,12 +122,7 @@ class ExceptionMapper:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
         if not isinstance(exc, Exception) or isinstance(exc, RendezvousError):
             return  # no error, cancellation, or ours already: it goes on as it is
         what = self._what if isinstance(self._what, str) else self._what()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Coroutine
-from types import TracebackType
 from typing import Any, TypeVar
 
 from ._backend import AsyncRendezvousBackend, Token
@@ -107,10 +106,5 @@ class SyncBackend:
     def __enter__(self) -> SyncBackend:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, kind: object, exc: object, traceback: object) -> None:
         self.close()

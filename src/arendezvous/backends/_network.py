@@ -43,15 +43,8 @@ from typing import Any, ClassVar, TypeVar
 
 import anyio
 
-from .._backend import (
-    AsyncRendezvousBackend,
-    RunHandle,
-    Token,
-    check_run_id,
-    check_state,
-    check_timeout,
-    same_token,
-)
+from .._backend import AsyncRendezvousBackend, RunHandle, Token
+from .._backend import check_run_id, check_state, check_timeout, same_token
 from .._errors import (
     BackendClosedError,
     ErrorTable,

@@ -295,17 +295,29 @@ class NetworkBackendConformance(CorruptStateConformance):
                 "connections: they must share one change feed"
             )
         # The waiters that gave up left nothing behind: the handle waits and wakes as before.
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._expect_change, waiter, new_token, results)
-            await anyio.wait_all_tasks_blocked()
-            _, last, _ = await writer.set_state(b"c", new_token)
-        assert results[-1] == (b"c", last)
+        seen, last = await self._written_while_waiting(waiter, writer, new_token, b"c")
+        assert seen == (b"c", last)
 
-    async def _expect_change(
-        self, backend: AsyncRendezvousBackend, token: Token, results: list[Any]
-    ) -> None:
-        with anyio.fail_after(self.timeout):
-            results.append(await backend.wait_for_change(token))
+    async def _written_while_waiting(
+        self,
+        waiter: AsyncRendezvousBackend,
+        writer: AsyncRendezvousBackend,
+        token: Token,
+        state: bytes,
+    ) -> tuple[Any, Token]:
+        """``(what the waiter's wait on *token* returned, the new token)`` when *writer* writes
+        *state* over *token* once the wait is blocked."""
+        seen: list[Any] = []
+
+        async def wait() -> None:
+            with anyio.fail_after(self.timeout):
+                seen.append(await waiter.wait_for_change(token))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            written = await writer.set_state(state, token)
+        return seen[0], written[1]
 
     async def test_cancelled_waits_leave_a_working_handle(
         self, open_backend: Any
@@ -316,12 +328,8 @@ class NetworkBackendConformance(CorruptStateConformance):
             with anyio.move_on_after(step * 0.002):
                 await backend.wait_for_change(token)
             assert await backend.get_state() == (b"a", token)
-        results: list[Any] = []
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._expect_change, backend, token, results)
-            await anyio.wait_all_tasks_blocked()
-            _, new_token, _ = await writer.set_state(b"b", token)
-        assert results == [(b"b", new_token)]
+        seen, new_token = await self._written_while_waiting(backend, writer, token, b"b")
+        assert seen == (b"b", new_token)
 
     async def test_aclose_wakes_waiters_with_backend_closed_error(
         self, open_backend: Any
@@ -361,13 +369,11 @@ class NetworkBackendConformance(CorruptStateConformance):
             with anyio.move_on_after((attempt % 7) * 0.0001):
                 await writer.get_state()
             current = await writer.get_state()
-            assert current == await reader.get_state()
             assert current is not None
-            if current[1] == token:
-                assert current[0] == last
-            else:
-                assert current[0] == payload
+            assert current == await reader.get_state(), "two handles disagree"
+            if current[1] != token:  # the cancelled write was applied: all of it, and by now
                 token, last = current[1], payload
+            assert current[0] == last, "a cancelled write was half applied, or applied late"
         assert (await writer.set_state(b"after", token))[2]
 
     # -- failures ------------------------------------------------------------------------------

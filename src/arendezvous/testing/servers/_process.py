@@ -17,17 +17,40 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
 from . import find_binary
 
-__all__ = ("ServerProcess",)
+__all__ = ("ServerProcess", "StartStop")
 
 _Server = TypeVar("_Server", bound="ServerProcess")
+_Started = TypeVar("_Started", bound="StartStop")
 
 
-class ServerProcess:
+class StartStop:
+    """``with thing:`` starts *thing* (stopping it again if the start fails) and stops it at the
+    end; the launchers, the etcd cluster and the fault proxy share it."""
+
+    def start(self: _Started) -> _Started:
+        """Start; return self once ready."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop, and remove what was left behind. Idempotent."""
+        raise NotImplementedError
+
+    def __enter__(self: _Started) -> _Started:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # what never became ready leaves nothing behind
+            raise
+
+    def __exit__(self, kind: object, exc: object, traceback: object) -> None:
+        self.stop()
+
+
+class ServerProcess(StartStop):
     """One server subprocess with a temp dir of its own; the base of the launchers.
 
     Subclasses find their binary first (so that a missing one leaves no temp dir behind), then
@@ -48,6 +71,11 @@ class ServerProcess:
     #: The address clients connect to (every launcher listens on loopback only).
     host: ClassVar[str] = "127.0.0.1"
     port: int
+
+    @property
+    def endpoint(self) -> str:
+        """``127.0.0.1:PORT``: where clients connect."""
+        return f"{self.host}:{self.port}"
 
     def __init__(self, *, startup_timeout: float) -> None:
         self.startup_timeout = startup_timeout
@@ -222,18 +250,3 @@ class ServerProcess:
         """Stop the server and delete its temp dir. Idempotent."""
         self.stop_process()
         shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self: _Server) -> _Server:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()  # a server that never became ready leaves no temp dir behind
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

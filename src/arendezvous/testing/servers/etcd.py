@@ -32,11 +32,10 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from . import free_port
-from ._process import ServerProcess
+from ._process import ServerProcess, StartStop
 
 __all__ = ("EtcdCluster", "EtcdServer")
 
@@ -105,11 +104,6 @@ class EtcdServer(ServerProcess):
     def peer_url(self) -> str:
         """Where the other members of a cluster reach this one."""
         return f"http://127.0.0.1:{self.peer_port}"
-
-    @property
-    def endpoint(self) -> str:
-        """``127.0.0.1:PORT`` of the client listener."""
-        return f"127.0.0.1:{self.port}"
 
     @property
     def ca_file(self) -> Path:
@@ -299,7 +293,7 @@ class EtcdServer(ServerProcess):
         self.auth_password = password
 
 
-class EtcdCluster:
+class EtcdCluster(StartStop):
     """*size* etcd members on loopback forming one cluster, each a :class:`EtcdServer`.
 
     ``start()`` starts every member at once (a member serves only once a quorum has formed) and
@@ -394,14 +388,3 @@ class EtcdCluster:
         """Stop every member and delete their temp dirs. Idempotent."""
         for member in self.members:
             member.stop()
-
-    def __enter__(self) -> EtcdCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

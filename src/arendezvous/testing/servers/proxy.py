@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import socket
 import threading
-from types import TracebackType
+
+from ._process import StartStop
 
 __all__ = ("FaultProxy",)
 
@@ -28,7 +29,7 @@ _CHUNK = 65536
 _POLL = 0.05  # seconds between checks of the stop flag by a blocked thread
 
 
-class FaultProxy:
+class FaultProxy(StartStop):
     """A TCP forwarder from ``127.0.0.1:port`` to *target_host*:*target_port*; see the module."""
 
     host = "127.0.0.1"
@@ -80,17 +81,6 @@ class FaultProxy:
         self.cut()
         for thread in [*self._threads, *([self._acceptor] if self._acceptor else [])]:
             thread.join(5)
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "black-holed" if self.blackholed else "forwarding"

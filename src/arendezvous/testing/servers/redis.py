@@ -70,11 +70,6 @@ class RedisServer(ServerProcess):
     # -- addresses -------------------------------------------------------------------------------
 
     @property
-    def endpoint(self) -> str:
-        """``127.0.0.1:PORT`` of the listener."""
-        return f"127.0.0.1:{self.port}"
-
-    @property
     def ca_file(self) -> Path:
         """The CA certificate that signed the server's (``tls=True`` only)."""
         return self._tmp / "ca.crt"
