@@ -43,8 +43,8 @@ from typing import Any, ClassVar, TypeVar
 
 import anyio
 
-from .._backend import AsyncRendezvousBackend, RunHandle, Token
-from .._backend import check_run_id, check_state, check_timeout, same_token
+from .. import _backend as contract
+from .._backend import AsyncRendezvousBackend, RunHandle, Token, check_run_id, same_token
 from .._errors import (
     BackendClosedError,
     ErrorTable,
@@ -288,7 +288,7 @@ class NetworkBackend(RunHandle, AsyncRendezvousBackend):
         self, state: bytes, token: Token | None = None
     ) -> tuple[bytes, Token, bool]:
         self._check_open()
-        state = check_state(state, self._max_state_size)
+        state = contract.check_state(state, self._max_state_size)
         bound = self._bound
         if bound is None or bound.loop is not asyncio._get_running_loop():
             return await self._on_client(self._swap, state, token)
@@ -297,7 +297,7 @@ class NetworkBackend(RunHandle, AsyncRendezvousBackend):
     async def wait_for_change(
         self, token: Token | None, *, timeout: float | None = None
     ) -> tuple[bytes, Token] | None:
-        check_timeout(timeout)
+        contract.check_timeout(timeout)
 
         def changed(current: tuple[bytes, Token] | None) -> bool:
             return current is not None and not same_token(current[1], token)
