@@ -65,8 +65,9 @@ def parse_options(
         try:
             options[key] = accepted[key](value)
         except (TypeError, ValueError) as exc:
-            shown = "(not shown)" if _CREDENTIAL_OPTION.search(key) else repr(value)
-            raise ValueError(f"bad value for option {key!r}: {shown} ({exc})") from None
+            if _CREDENTIAL_OPTION.search(key):  # the converter's message may repeat the value
+                raise ValueError(f"bad value for option {key!r} (not shown)") from None
+            raise ValueError(f"bad value for option {key!r}: {value!r} ({exc})") from None
     return options
 
 
@@ -180,7 +181,8 @@ def redact_url(url: str) -> str:
         if _OPTION_NAME.fullmatch(key) and not _CREDENTIAL_OPTION.search(key)
     ]
     query = urllib.parse.urlencode(kept, safe="/")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    shown = f"{parts.scheme}{'://' if '://' in url else ':'}{netloc}{parts.path}"
+    return f"{shown}?{query}" if query else shown
 
 
 def merge_alias(name: str, value: _T | None, alias: str, alias_value: _T | None) -> _T | None:
