@@ -521,8 +521,15 @@ class NetworkBackendConformance(CorruptStateConformance):
 
     def test_a_handle_follows_its_event_loop(self) -> None:
         """A handle used from one ``anyio.run`` after another (asyncio, trio, asyncio) works
-        each time; used from a second loop while its own still runs, it refuses clearly."""
+        each time; closed from a new loop once its own has closed, it closes without "Event loop
+        is closed" (its connections are dropped); used from a second loop while its own still
+        runs, it refuses clearly."""
         host, port = self.server_address()
+        orphan = self.backend_at(f"loops-{uuid.uuid4().hex}", host, port, timeout=self.timeout)
+        anyio.run(orphan.set_state, b"a")
+        anyio.run(orphan.aclose)
+        with pytest.raises(BackendClosedError):
+            anyio.run(orphan.get_state)
         backend = self.backend_at(f"loops-{uuid.uuid4().hex}", host, port, timeout=self.timeout)
         _, token, _ = anyio.run(backend.set_state, b"a")
         assert anyio.run(backend.get_state) == (b"a", token)
