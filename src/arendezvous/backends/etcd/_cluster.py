@@ -76,7 +76,12 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
-async def cancellable(operation: Awaitable[Any], *, settle_on_cancel: bool = False) -> Any:
+async def cancellable(
+    operation: Awaitable[Any],
+    *,
+    settle_on_cancel: bool = False,
+    pending: set[asyncio.Future[Any]] | None = None,
+) -> Any:
     """Await a grpc.aio operation so that cancelling the caller cancels it exactly once.
 
     grpc.aio turns a task's cancellation into its own (it cancels the RPC, then raises a fresh
@@ -90,6 +95,11 @@ async def cancellable(operation: Awaitable[Any], *, settle_on_cancel: bool = Fal
     outcome (bounded by its gRPC deadline): a request already on the wire would otherwise be
     applied by etcd *after* the cancelled call returned, and a reader could see the write of a
     call its writer believes abandoned.
+
+    An RPC abandoned this way is cancelled through gRPC, and its task, which ends once gRPC has
+    reported the cancellation, is added to *pending*: gRPC reports the end of a call to the event
+    loop it began on, so whoever closes the channels waits for those tasks while the loop still
+    runs (a report to a closed loop fails in whichever loop runs next).
     """
     task = asyncio.ensure_future(operation)
     try:
@@ -102,7 +112,14 @@ async def cancellable(operation: Awaitable[Any], *, settle_on_cancel: bool = Fal
                 except BaseException:  # cancelled by asyncio itself, past anyio's shield
                     task.cancel()
         else:
-            task.cancel()
+            cancel_rpc = getattr(operation, "cancel", None)
+            if cancel_rpc is not None:
+                cancel_rpc()  # the task ends with gRPC's own report of the cancellation
+            else:
+                task.cancel()
+        if pending is not None and not task.done():
+            pending.add(task)
+            task.add_done_callback(pending.discard)
         task.add_done_callback(_retrieve)
         raise
     if task.cancelled():
@@ -158,6 +175,8 @@ class Cluster:
         self.timeout = timeout
         self.errors = errors
         self.what = what
+        #: RPCs abandoned by cancelled callers, until gRPC has reported their end.
+        self.pending: set[asyncio.Future[Any]] = set()
         self._credentials = credentials
         self._username, self._password = username, password
         self._options = [
@@ -213,7 +232,8 @@ class Cluster:
                         name=self._username, password=self._password
                     )
                     response = await cancellable(
-                        member.auth.Authenticate(request, timeout=budget, wait_for_ready=False)
+                        member.auth.Authenticate(request, timeout=budget, wait_for_ready=False),
+                        pending=self.pending,
                     )
                     member.metadata = (("token", response.token),)
         return member.metadata
@@ -282,6 +302,7 @@ class Cluster:
                             request, timeout=budget, metadata=metadata, wait_for_ready=False
                         ),
                         settle_on_cancel=not idempotent,
+                        pending=self.pending,
                     )
                 except (self.grpc.RpcError, OSError, RendezvousConnectionError) as exc:
                     last = exc
@@ -318,7 +339,10 @@ class Cluster:
         return RendezvousConnectionError(f"{self.what(operation)}: {type(exc).__name__}: {exc}")
 
     async def aclose(self) -> None:
-        """Close every member's channel."""
+        """Wait (bounded) for abandoned RPCs to be reported, then close every member's channel."""
+        if self.pending:
+            with anyio.move_on_after(self.timeout):
+                await asyncio.wait(set(self.pending))
         for member in self.members:
             channel, member.channel = member.channel, None
             if channel is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Hashable
+from contextlib import suppress
 from typing import Any
 
 import anyio
@@ -53,17 +54,21 @@ class WatchFeed(ChangeFeed):
                     call = member.watch.Watch(metadata=metadata, wait_for_ready=False)
                     for topic in topics:
                         create = rpc.WatchCreateRequest(key=topic)
-                        await cancellable(call.write(rpc.WatchRequest(create_request=create)))
+                        await cancellable(
+                            call.write(rpc.WatchRequest(create_request=create)),
+                            pending=cluster.pending,
+                        )
                     created = 0
                     while created < len(topics):
-                        response = await cancellable(call.read())
+                        response = await cancellable(call.read(), pending=cluster.pending)
                         if response is grpc.aio.EOF or response.canceled:
                             raise RendezvousConnectionError("the watch was refused")
                         created += bool(response.created)
             except (grpc.RpcError, OSError, RendezvousConnectionError, TimeoutError) as exc:
                 last = exc
                 if call is not None:
-                    call.cancel()
+                    with anyio.CancelScope(shield=True):
+                        await self._cancel(call)
                 if cluster.expired_token(exc):
                     member.metadata = None
                 cluster.forget_if_broken(member)
@@ -125,7 +130,8 @@ class WatchFeed(ChangeFeed):
         rpc = self._cluster.rpc
         try:
             await cancellable(
-                self._call.write(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
+                self._call.write(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())),
+                pending=self._cluster.pending,
             )
         except (self._cluster.grpc.RpcError, OSError) as exc:
             raise self._cluster.error(exc, self._operation) from exc
@@ -133,7 +139,18 @@ class WatchFeed(ChangeFeed):
 
     async def aclose(self) -> None:
         if self._call is not None:
-            self._call.cancel()
+            # Cancelled through gRPC, the stream ends the reader's read with gRPC's own report
+            # (cancelling the reader's task instead would leave that report to come later).
+            await self._cancel(self._call)
         if self._reader is not None:
+            with anyio.move_on_after(self._cluster.timeout):
+                await asyncio.wait({self._reader})
             self._reader.cancel()
-            await asyncio.wait({self._reader})
+
+    async def _cancel(self, call: Any) -> None:
+        """Cancel *call* and wait (bounded) until gRPC has finished with it: gRPC reports the end
+        of a call to the event loop it began on, and a loop that has closed by then makes it
+        fail inside whichever loop runs next."""
+        call.cancel()
+        with anyio.move_on_after(self._cluster.timeout), suppress(Exception):
+            await call.code()
