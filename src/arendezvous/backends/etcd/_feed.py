@@ -48,6 +48,7 @@ class WatchFeed(ChangeFeed):
             if budget <= 0:
                 break
             call = None
+            opened = False
             try:
                 with anyio.fail_after(budget):
                     metadata = await cluster.metadata(member, budget)
@@ -64,15 +65,17 @@ class WatchFeed(ChangeFeed):
                         if response is grpc.aio.EOF or response.canceled:
                             raise RendezvousConnectionError("the watch was refused")
                         created += bool(response.created)
+                opened = True
             except (grpc.RpcError, OSError, RendezvousConnectionError, TimeoutError) as exc:
                 last = exc
-                if call is not None:
-                    with anyio.CancelScope(shield=True):
-                        await self._cancel(call)
                 if cluster.expired_token(exc):
                     member.metadata = None
                 cluster.forget_if_broken(member)
                 continue
+            finally:
+                if call is not None and not opened:  # failed or cancelled: end it properly
+                    with anyio.CancelScope(shield=True):
+                        await self._cancel(call)
             self._call, self._member = call, member
             self._reader = loop.create_task(self._read())
             return
@@ -146,6 +149,11 @@ class WatchFeed(ChangeFeed):
             with anyio.move_on_after(self._cluster.timeout):
                 await asyncio.wait({self._reader})
             self._reader.cancel()
+        # The feed's task may be ending because its loop is (an unclosed handle's): RPCs of the
+        # handle that cancelled callers abandoned must be reported while the loop still runs.
+        if self._cluster.pending:
+            with anyio.move_on_after(self._cluster.timeout):
+                await asyncio.wait(set(self._cluster.pending))
 
     async def _cancel(self, call: Any) -> None:
         """Cancel *call* and wait (bounded) until gRPC has finished with it: gRPC reports the end
