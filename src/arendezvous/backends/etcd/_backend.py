@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from ..._backend import DEFAULT_MAX_STATE_SIZE, Token
+from ..._backend import DEFAULT_MAX_STATE_SIZE, Token, same_token
 from ..._errors import ErrorTable, RendezvousConnectionError
 from .._feed import ChangeFeed
 from .._network import DEFAULT_TIMEOUT, NetworkBackend
@@ -210,7 +210,7 @@ class EtcdBackend(NetworkBackend):
                 current = await self._read(client)
                 if current is None:
                     return b"", None, False
-                if token != current[1]:
+                if not same_token(current[1], token):
                     return current[0], current[1], False
             if not (
                 sendable(token)
