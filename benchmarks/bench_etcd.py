@@ -31,7 +31,8 @@ import aetcd
 from benchmarks import _measure
 from benchmarks._measure import Op, percentile
 
-from arendezvous.backends.etcd import EtcdBackend, EtcdToken, _encode
+from arendezvous.backends.etcd import EtcdBackend, EtcdToken
+from arendezvous.backends.etcd._protocol import encode
 from servers.etcd import EtcdServer
 
 ROUNDS = 4
@@ -58,7 +59,7 @@ async def bench_single(server: EtcdServer, seconds: float, state: bytes) -> list
     client = aetcd.Client(host=host, port=int(port_text), timeout=5)
     await client.connect()
     key = backend.key
-    value = _encode(state)
+    value = encode(state)
     lines = []
     try:
         _, token, _ = await backend.set_state(state)
@@ -131,7 +132,7 @@ async def bench_racing(server: EtcdServer, seconds: float, state: bytes) -> list
     backends = [EtcdBackend(run_id, server.endpoint) for _ in range(WRITERS)]
     clients = [aetcd.Client(host=host, port=int(port_text), timeout=5) for _ in range(WRITERS)]
     key = backends[0].key
-    value = _encode(state)
+    value = encode(state)
     lines = []
     try:
         await backends[0].set_state(state)

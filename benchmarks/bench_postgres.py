@@ -40,8 +40,8 @@ import asyncpg
 from benchmarks import _measure
 from benchmarks._measure import Op, Writer, percentile
 
-from arendezvous.backends import postgres
 from arendezvous.backends.postgres import PostgresBackend, PostgresToken
+from arendezvous.backends.postgres._sql import channel, encode
 from servers.postgres import PostgresServer
 
 MAX_OPS = 200_000
@@ -110,7 +110,7 @@ async def race(writers: list[Writer], seconds: float) -> tuple[int, int]:
 
 async def main(dsn: str, seconds: float, state_size: int) -> list[tuple[str, ...]]:
     payload = os.urandom(state_size)
-    stored = postgres._encode(payload)
+    stored = encode(payload)
     table = "bench_state"
     run_id = f"bench-{uuid.uuid4().hex}"
     rows: list[tuple[str, ...]] = []
@@ -125,7 +125,7 @@ async def main(dsn: str, seconds: float, state_size: int) -> list[tuple[str, ...
         # is handed over between rounds, outside the timed loops.
         mine: dict[str, Any] = {"token": token}
         theirs = {"version": token.version}
-        channel = postgres._channel(table, run_id)
+        run_channel = channel(table, run_id)
 
         active = {"ours": False}
 
@@ -140,11 +140,11 @@ async def main(dsn: str, seconds: float, state_size: int) -> list[tuple[str, ...
             return await backend.get_state()
 
         async def raw_get() -> object:
-            return await raw.fetchrow(backend._get_sql, run_id)
+            return await raw.fetchrow(backend._sql.get, run_id)
 
         async def stock_pool_get() -> object:
             async with stock_pool.acquire() as connection:
-                return await connection.fetchrow(backend._get_sql, run_id)
+                return await connection.fetchrow(backend._sql.get, run_id)
 
         async def ours_set() -> object:
             _, mine["token"], written = await backend.set_state(payload, mine["token"])
@@ -153,8 +153,9 @@ async def main(dsn: str, seconds: float, state_size: int) -> list[tuple[str, ...
 
         async def raw_set() -> object:
             row = await raw.fetchrow(
-                backend._update_sql, run_id, theirs["version"], token.incarnation, stored, channel
-            )
+                backend._sql.update, run_id, theirs["version"], token.incarnation, stored,
+                run_channel, stored,
+            )  # fmt: skip
             assert row["written"]
             theirs["version"] = row["version"]
             return row
@@ -202,19 +203,20 @@ async def main(dsn: str, seconds: float, state_size: int) -> list[tuple[str, ...
         state = await handles[0].get_state()
         assert state is not None
         incarnation = state[1].incarnation  # type: ignore[attr-defined]
-        race_channel = postgres._channel(table, race_run)
+        race_channel = channel(table, race_run)
 
         def raw_writer(connection: Any) -> Callable[[], Awaitable[bool]]:
             seen = {"version": state[1].version}  # type: ignore[attr-defined]
 
             async def write() -> bool:
                 row = await connection.fetchrow(
-                    handles[0]._update_sql,
+                    handles[0]._sql.update,
                     race_run,
                     seen["version"],
                     incarnation,
                     stored,
                     race_channel,
+                    stored,
                 )
                 seen["version"] = row["version"]
                 return bool(row["written"])

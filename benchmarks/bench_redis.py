@@ -36,7 +36,8 @@ import redis.asyncio
 from benchmarks import _measure
 from benchmarks._measure import Op, Writer, percentile
 
-from arendezvous.backends.redis import _SET_STATE_SHA, SET_STATE_SCRIPT, RedisBackend, RedisToken
+from arendezvous.backends.redis import SET_STATE_SCRIPT, RedisBackend, RedisToken
+from arendezvous.backends.redis._protocol import SET_STATE_SHA
 from servers.redis import RedisServer
 
 ROUNDS = 4
@@ -75,7 +76,7 @@ class RawWriter:
     async def set_state(self, state: bytes) -> bool:
         writer = f"{self.prefix}-{next(self.calls)}"
         reply: Any = await self.client.evalsha(
-            _SET_STATE_SHA, 1, self.key, state, b"1", self.incarnation, self.counter, writer
+            SET_STATE_SHA, 1, self.key, state, b"1", self.incarnation, self.counter, writer
         )
         self.counter = int(reply[2])
         return bool(reply[0] == 1)

@@ -16,16 +16,17 @@ What the contract (DESIGN.md section 2, the README's "Backend contract") promise
   and refuses NaN with ``ValueError``.
 * ``SyncBackend`` raises what the backend it wraps raises.
 
-Memory and file run on asyncio and trio; Redis, etcd and PostgreSQL (asyncio-only clients) run
-against real servers started on 127.0.0.1 by ``tests/servers``, once per module. The hostile
+Memory and file run on asyncio and trio; Redis, etcd and PostgreSQL run on asyncio (their own
+test modules run them on trio too, through the loop thread) against real servers started on
+127.0.0.1 by ``tests/servers``, once per module. The hostile
 objects, the stored layouts written out from their documentation (the oracle for which raw bytes
 must decode) and the strategies live in ``tests/bad_input/``.
 
 A bug found here and not yet fixed is pinned by an ``xfail(strict=True)`` test whose reason names
-it (one is left: PostgreSQL overwriting a state corrupted in place). When it is fixed, its xfail
-turns into a failure: remove the marker. The bugs this module found and that were fixed (size
-limits dodged by bytes subclasses, ill-typed token fields, NaN timeouts, passwords in URL errors,
-non-ASCII ports, negative limits, NUL run ids) are now ordinary passing tests.
+it (none is left). When it is fixed, its xfail turns into a failure: remove the marker. The bugs
+this module found and that were fixed (size limits dodged by bytes subclasses, ill-typed token
+fields, NaN timeouts, passwords in URL errors, non-ASCII ports, negative limits, NUL run ids,
+PostgreSQL overwriting a state corrupted in place) are now ordinary passing tests.
 """
 
 from __future__ import annotations
@@ -294,7 +295,7 @@ def cases(*kinds: str, xfail: dict[str, str] | None = None, loops: bool = True) 
     """pytest params of ``(kind, event loop)`` for *kinds* (all by default).
 
     Memory and file run on asyncio and trio (unless *loops* is false); the network stores on
-    asyncio, their clients' only loop. *xfail* maps a kind to the reason it is a known failure.
+    asyncio (their own modules cover trio). *xfail* maps a kind to the reason it is a known failure.
     """
     wanted = kinds or tuple(_STORES)
     params = []
@@ -766,18 +767,7 @@ async def test_file_corrupted_in_place_is_never_overwritten_by_the_token_holder(
         await _assert_refused_and_untouched(store, backend, run_id, token)
 
 
-@pytest.mark.parametrize(
-    "case",
-    cases(
-        "postgres",
-        xfail={
-            "postgres": "BUG: the CAS UPDATE never decodes the row it replaces, so a state "
-            "corrupted in place (an UPDATE of the state column keeps the version) is silently "
-            "overwritten by whoever holds the current token"
-        },
-    ),
-    indirect=True,
-)
+@pytest.mark.parametrize("case", cases("postgres"), indirect=True)
 async def test_postgres_state_corrupted_in_place_is_never_overwritten(
     handles: Handles, store: Store, postgres_server: PostgresServer
 ) -> None:
@@ -1004,7 +994,7 @@ def _bad_url_params() -> list[Any]:
         "redis://h/x", "redis://h/0/1", "redis://h/-1",
         "redis://h/0#frag", "redis://[::1/0", "redis://u:p@/0x",
         "etcd://h/path", "etcd://h#frag", "etcd://user@h",
-        "etcd://[::1", "etcd://[nothex]:2379", "etcd://h1,[::1]:2379",
+        "etcd://[::1", "etcd://[nothex]:2379", "etcd://h1,[::1", "etcd://h1,,h2",
         "etcd://,", "postgresql://u@h/db/x", "postgresql://u@h/db#f",
         "postgresql://u@[::1/db", "memory://x/y", "file://host/tmp",
         "file://relative", "file:relative",

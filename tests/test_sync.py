@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
+import sniffio
 
 from arendezvous import (
     BackendClosedError,
@@ -15,6 +21,23 @@ from arendezvous import (
     RendezvousStateError,
     SyncBackend,
 )
+from arendezvous.sync import LoopThread
+
+
+@contextmanager
+def anyio_fail_after_seconds(seconds: int) -> Iterator[None]:
+    """Fail a blocking section that hangs, with SIGALRM (bounded; the main thread only)."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _loop_threads() -> list[threading.Thread]:
@@ -152,4 +175,115 @@ def test_survives_fork(tmp_path: Path) -> None:
     current = backend.get_state()
     assert current is not None
     assert current[0] == b"child"
+    backend.close()
+
+
+def test_close_ends_blocked_waiters_inside_the_error_tree() -> None:
+    """Threads blocked in a wait when the adapter closes get BackendClosedError, not a
+    ``concurrent.futures.CancelledError`` from outside the tree."""
+    backend = SyncBackend(MemoryBackend("sync-close-waiters", MemoryStore()))
+    _, token, _ = backend.set_state(b"a")
+    errors: list[BaseException] = []
+    blocked = threading.Event()
+
+    def wait() -> None:
+        blocked.set()
+        try:
+            backend.wait_for_change(token, timeout=60)
+        except BaseException as exc:  # what it is, is the point
+            errors.append(exc)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    blocked.wait(10)
+    backend.close()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(errors) == 1
+    assert isinstance(errors[0], BackendClosedError), errors
+
+
+# -- the loop thread ---------------------------------------------------------------------------
+
+
+def test_the_loop_thread_runs_coroutines_for_blocking_callers() -> None:
+    thread = LoopThread("test-loop", owner="a test")
+
+    async def add(a: int, b: int) -> int:
+        await anyio.lowlevel.checkpoint()
+        return a + b
+
+    async def fail() -> None:
+        raise KeyError("from the loop")
+
+    assert thread.call(add, 1, b=2) == 3
+    with pytest.raises(KeyError, match="from the loop"):
+        thread.call(fail)
+    thread.stop()
+    thread.stop()  # idempotent
+    with pytest.raises(BackendClosedError, match="a test was closed"):
+        thread.call(add, 1, 2)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+def test_the_shared_loop_thread_bridges_another_event_loop(anyio_backend: str) -> None:
+    """From trio (or another asyncio loop) a coroutine runs on the loop thread as an asyncio
+    task (anyio sees asyncio there, not the caller's loop), and its result or error comes back."""
+    thread = LoopThread.shared()
+    assert LoopThread.shared() is thread
+
+    async def where() -> tuple[str, bool]:
+        await anyio.lowlevel.checkpoint()
+        library = sniffio.current_async_library()  # what anyio consults
+        return library, LoopThread.is_shared_loop(asyncio.get_running_loop())
+
+    async def fail() -> None:
+        raise ValueError("bridged")
+
+    async def main() -> None:
+        assert await thread.run(where) == ("asyncio", True)
+        with pytest.raises(ValueError, match="bridged"):
+            await thread.run(fail)
+
+    anyio.run(main, backend=anyio_backend)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+def test_a_cancelled_bridge_call_settles_before_the_caller_goes_on(anyio_backend: str) -> None:
+    """Cancelling the caller cancels the coroutine on the loop thread and waits until it has
+    finished its cancellation handling: a shielded step completes first."""
+    thread = LoopThread.shared()
+    steps: list[str] = []
+
+    async def slow_write() -> None:
+        try:
+            await anyio.sleep(60)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.05)  # settling, as a write in flight does
+                steps.append("settled")
+
+    async def main() -> None:
+        with anyio.move_on_after(0.1):
+            await thread.run(slow_write)
+        steps.append("caller went on")
+
+    with anyio_fail_after_seconds(30):
+        anyio.run(main, backend=anyio_backend)
+    assert steps == ["settled", "caller went on"]
+
+
+def test_sync_rendezvous_runs_on_the_adapters_loop_thread() -> None:
+    from arendezvous import SyncRendezvous
+
+    backend = SyncBackend(MemoryBackend("sync-rdzv-thread", MemoryStore()))
+    rendezvous = SyncRendezvous(backend, "node", 1, 1, last_call=0.01)
+    loops: list[object] = []
+
+    async def note() -> None:
+        loops.append(asyncio.get_running_loop())
+
+    rendezvous._call(note)
+    backend.loop_thread.call(note)
+    assert loops[0] is loops[1] is backend.loop_thread.loop
     backend.close()

@@ -26,6 +26,7 @@ __all__ = (
     "check_run_id",
     "check_state",
     "check_timeout",
+    "same_token",
 )
 
 _Backend = TypeVar("_Backend", bound="AsyncRendezvousBackend")
@@ -66,6 +67,27 @@ def check_timeout(timeout: object) -> None:
         raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
     if math.isnan(timeout):
         raise ValueError("timeout must not be NaN")
+
+
+def same_token(current: Token, candidate: object) -> bool:
+    """Whether *candidate* is the token *current*, comparing without trusting *candidate*.
+
+    *current* is a token the backend made itself; *candidate* is whatever a caller passed, so it
+    is untrusted. The exact type is checked before ``==`` (a subclass or a foreign object never
+    gets its ``__eq__`` called, so it can neither raise nor pretend to match), and for a
+    dataclass token each field's exact type too (a dataclass compares its fields with ``==``,
+    which would call a field's own ``__eq__``, e.g. of a ``str`` subclass). Backends use it
+    wherever a caller's token meets a stored one outside the store, and so can third-party
+    backends whose tokens are plain values or dataclasses.
+    """
+    if type(candidate) is not type(current):
+        return False
+    fields = getattr(type(current), "__dataclass_fields__", None)
+    if fields is not None:
+        for field in fields:
+            if type(getattr(candidate, field)) is not type(getattr(current, field)):
+                return False
+    return bool(candidate == current)
 
 
 def check_run_id(run_id: object) -> str:

@@ -1,6 +1,6 @@
 """No program prints a password: every URL goes through the one redactor (issue #9, defect 1).
 
-The redactor itself (``backends._url.redact_url``) is checked on examples and on generated
+The redactor itself (``backends._urlparse.redact_url``) is checked on examples and on generated
 passwords full of the characters that break URL parsing; then every command runs on every scheme
 with a password in the userinfo and in the query, against a store it cannot use and with a bad
 option, and the password must be nowhere in stdout, stderr or the files the command writes.
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from arendezvous.backends._url import redact_url
+from arendezvous.backends._urlparse import redact_url
 from arendezvous.cli import main
 from arendezvous.testing.servers import free_port
 

@@ -1,36 +1,39 @@
-"""``open_backend(url, run_id=...)``: one entry point for every backend, chosen by URL scheme.
+"""The scheme registry: ``open_backend(url, run_id=...)`` opens any backend, chosen by scheme.
 
 Built-in schemes map to a factory imported only when used, so ``import arendezvous`` never imports
 a store client. Third parties add schemes through the ``arendezvous.backends`` entry-point group;
-the entry point's name is the scheme and its object a callable ``(url, *, run_id) -> backend``.
+the entry point's name is the scheme and its object a :class:`SchemeFactory`. Parsing the rest of
+a URL is each backend's own ``from_url``, with the helpers of :mod:`arendezvous.backends._urlparse`
+(re-exported here for the backends that import them from this module).
 """
 
 from __future__ import annotations
 
 import importlib
-import re
 import urllib.parse
-from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from .._backend import AsyncRendezvousBackend, check_run_id
+from ._urlparse import parse_bool as parse_bool
+from ._urlparse import parse_options as parse_options
+from ._urlparse import parse_seconds as parse_seconds
 
 __all__ = (
-    "BackendFactory",
+    "ENTRY_POINT_GROUP",
+    "SchemeFactory",
     "open_backend",
     "parse_bool",
     "parse_options",
     "parse_seconds",
-    "redact_url",
     "registered_schemes",
 )
 
 ENTRY_POINT_GROUP = "arendezvous.backends"
 
 
-class BackendFactory(Protocol):
-    """What a scheme's entry point provides."""
+class SchemeFactory(Protocol):
+    """What a scheme's entry point provides: ``factory(url, *, run_id) -> backend``."""
 
     def __call__(self, url: str, *, run_id: str) -> AsyncRendezvousBackend: ...
 
@@ -55,10 +58,10 @@ def registered_schemes() -> list[str]:
     return sorted(set(_BUILTIN) | set(_entry_point_schemes()))
 
 
-def _factory(scheme: str) -> BackendFactory:
+def _factory(scheme: str) -> SchemeFactory:
     if scheme in _BUILTIN:
         module_name, _, attribute = _BUILTIN[scheme].partition(":")
-        factory: BackendFactory = getattr(importlib.import_module(module_name), attribute)
+        factory: SchemeFactory = getattr(importlib.import_module(module_name), attribute)
         return factory
     entry_point = _entry_point_schemes().get(scheme)
     if entry_point is None:
@@ -66,7 +69,7 @@ def _factory(scheme: str) -> BackendFactory:
             f"unknown backend URL scheme {scheme!r}; accepted schemes: "
             + ", ".join(f"{name}://" for name in registered_schemes())
         )
-    loaded: BackendFactory = entry_point.load()
+    loaded: SchemeFactory = entry_point.load()
     return loaded
 
 
@@ -97,108 +100,3 @@ def open_backend(url: str, *, run_id: str) -> AsyncRendezvousBackend:
             + ", ".join(f"{name}://" for name in registered_schemes())
         )
     return _factory(scheme.lower())(url, run_id=run_id)
-
-
-_OPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
-
-
-def shown_option(key: str) -> str:
-    """*key*, quoted, if it looks like an option name; else a placeholder. After an unencoded
-    '?' in a user or password, the query's first "name" is the rest of the credentials."""
-    return repr(key) if _OPTION_NAME.fullmatch(key) else "(a malformed name, not shown)"
-
-
-def parse_options(
-    url: urllib.parse.SplitResult, accepted: Mapping[str, Callable[[str], Any]]
-) -> dict[str, Any]:
-    """Convert a URL's query parameters with *accepted*'s converters; refuse unknown ones.
-
-    :raises ValueError: an unknown or repeated parameter, or a value its converter rejects.
-    """
-    options: dict[str, Any] = {}
-    for key, value in urllib.parse.parse_qsl(url.query, keep_blank_values=True):
-        if key not in accepted:
-            raise ValueError(
-                f"unknown option {shown_option(key)} for {url.scheme}:// URLs; accepted: "
-                + (", ".join(sorted(accepted)) or "none")
-            )
-        if key in options:
-            raise ValueError(f"option {key!r} given twice")
-        try:
-            options[key] = accepted[key](value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"bad value for option {key!r}: {value!r} ({exc})") from None
-    return options
-
-
-def parse_bool(value: str) -> bool:
-    """A URL option's boolean: 1/0, true/false, yes/no, on/off."""
-    lowered = value.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
-def parse_seconds(value: str) -> float:
-    """A URL option's duration in seconds: a positive number."""
-    seconds = float(value)
-    if not seconds > 0 or seconds == float("inf"):
-        raise ValueError("expected a positive number of seconds")
-    return seconds
-
-
-
-_CREDENTIAL_OPTION = re.compile(r"pass|pwd|secret|token|credential|auth", re.IGNORECASE)
-"""Query option names that carry a credential: ``password``, ``sslpassword``, ``passfile``, ..."""
-
-
-def redact_url(url: str) -> str:
-    """*url* fit to print: the one redactor for every message, repr and program output.
-
-    A URL is how users hand over credentials, so everything that shows one shows this instead:
-
-    - userinfo: the user name stays, a password becomes ``***``.
-    - query: an option whose name carries a credential (``password``, ``sslpassword``,
-      ``passfile``: any name with pass, pwd, secret, token, credential or auth) keeps its name and
-      loses its value; a piece that is not ``name=value`` with an option-like name is hidden
-      whole -- after an unencoded ``&`` in a password, the rest of the password looks like one.
-    - fragment: no backend takes one, and after an unencoded ``#`` in a password it holds the
-      rest of it: hidden.
-    - an ``@`` after the host (in the path, query or fragment) with a ``:`` anywhere before it:
-      either a password with an unencoded ``/``, ``?`` or ``#`` spilled past the host, or the
-      ``@`` belongs to the path or query and the ``:`` to a port. No reading of such a URL is safe
-      to print, so only its scheme is shown (``redis://***``).
-
-    Otherwise the scheme, host, port and path stay, so the result still says which store is meant.
-    """
-    scheme, sep, rest = url.partition("://")
-    shown = f"{scheme}{sep}" if sep else ""
-    if not sep:
-        rest = url
-    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-    netloc, tail = rest[:end], rest[end:]
-    if "@" in tail and ":" in rest[: rest.rfind("@")]:
-        return shown + "***"
-    userinfo, at, host = netloc.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        shown += f"{user}:***@" if colon else f"{user}@"
-    tail, hash_mark, _ = tail.partition("#")
-    path, question_mark, query = tail.partition("?")
-    shown += host + path + question_mark
-    shown += "&".join(_redact_query_piece(piece) for piece in query.split("&"))
-    return shown + ("#***" if hash_mark else "")
-
-
-def _redact_query_piece(piece: str) -> str:
-    if not piece:
-        return piece
-    name, equals, _ = piece.partition("=")
-    decoded = urllib.parse.unquote_plus(name)
-    if not equals or not _OPTION_NAME.fullmatch(decoded):
-        return "***"
-    if _CREDENTIAL_OPTION.search(decoded):
-        return f"{name}=***"
-    return piece

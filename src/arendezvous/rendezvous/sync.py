@@ -93,9 +93,9 @@ class SyncRendezvous:
     def _call(
         self, coroutine_function: Callable[..., Coroutine[Any, Any, _T]], *args: Any, **kwargs: Any
     ) -> _T:
-        # The sync adapter's own hand-over: fork handling, the running-loop check, and
+        # The sync adapter's loop thread: fork handling, the running-loop check, and
         # cancellation of the coroutine when the waiting thread is interrupted.
-        return self._portal._run(coroutine_function, *args, **kwargs)
+        return self._portal.loop_thread.call(coroutine_function, *args, **kwargs)
 
     def next_rendezvous(self) -> RendezvousInfo:
         """Blocking :meth:`AsyncRendezvous.next_rendezvous`."""

@@ -20,7 +20,7 @@ from typing import TextIO
 import anyio
 
 from ..._errors import RendezvousError
-from ...backends._url import redact_url
+from ...backends._urlparse import redact_url
 from ...testing.history import merge
 from ...testing.linearizability import check
 from ._faults import FaultReport

@@ -26,7 +26,8 @@ from typing import TextIO
 import anyio
 
 from ..._backend import AsyncRendezvousBackend
-from ...backends._url import open_backend, redact_url
+from ...backends._url import open_backend
+from ...backends._urlparse import redact_url
 from ...rendezvous import AsyncRendezvous, RoundEnd
 from ._handle import DemoBackend
 from ._narrator import Demo

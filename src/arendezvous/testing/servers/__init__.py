@@ -6,7 +6,12 @@ ports and data, so clients that stay open see the same server come back:
 
 * :class:`~arendezvous.testing.servers.redis.RedisServer` (``redis-server``),
 * :class:`~arendezvous.testing.servers.etcd.EtcdServer` (``etcd``),
-* :class:`~arendezvous.testing.servers.postgres.PostgresServer` (Debian's ``postgresql``).
+* :class:`~arendezvous.testing.servers.postgres.PostgresServer` (Debian's ``postgresql``);
+
+and :class:`~arendezvous.testing.servers.etcd.EtcdCluster` starts several etcd members forming
+one cluster. Every launcher can also ``pause()`` its server (SIGSTOP: connections stay open, nothing
+answers) and ``resume()`` it. :class:`~arendezvous.testing.servers.proxy.FaultProxy` sits between a
+client and a server on 127.0.0.1 and can black-hole the traffic (a network partition).
 
 They need the server binaries, not the store clients: a missing binary raises
 :class:`ServerNotFoundError` (a :class:`FileNotFoundError`) naming the Debian package to install.

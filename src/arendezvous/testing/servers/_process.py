@@ -17,17 +17,40 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
 from . import find_binary
 
-__all__ = ("ServerProcess",)
+__all__ = ("ServerProcess", "StartStop")
 
 _Server = TypeVar("_Server", bound="ServerProcess")
+_Started = TypeVar("_Started", bound="StartStop")
 
 
-class ServerProcess:
+class StartStop:
+    """``with thing:`` starts *thing* (stopping it again if the start fails) and stops it at the
+    end; the launchers, the etcd cluster and the fault proxy share it."""
+
+    def start(self: _Started) -> _Started:
+        """Start; return self once ready."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop, and remove what was left behind. Idempotent."""
+        raise NotImplementedError
+
+    def __enter__(self: _Started) -> _Started:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # what never became ready leaves nothing behind
+            raise
+
+    def __exit__(self, kind: object, exc: object, traceback: object) -> None:
+        self.stop()
+
+
+class ServerProcess(StartStop):
     """One server subprocess with a temp dir of its own; the base of the launchers.
 
     Subclasses find their binary first (so that a missing one leaves no temp dir behind), then
@@ -45,6 +68,14 @@ class ServerProcess:
     _program: ClassVar[str]
     #: Text in the log saying a port was taken; ``None``: a failed start is never retried.
     _port_in_use: ClassVar[str | None] = None
+    #: The address clients connect to (every launcher listens on loopback only).
+    host: ClassVar[str] = "127.0.0.1"
+    port: int
+
+    @property
+    def endpoint(self) -> str:
+        """``127.0.0.1:PORT``: where clients connect."""
+        return f"{self.host}:{self.port}"
 
     def __init__(self, *, startup_timeout: float) -> None:
         self.startup_timeout = startup_timeout
@@ -185,9 +216,22 @@ class ServerProcess:
         if process is None:
             return
         if process.poll() is None:
+            if sig != signal.SIGKILL:
+                process.send_signal(signal.SIGCONT)  # a paused server could not act on it
             process.send_signal(sig)
             self._wait_process(10)
         self._forget_process(10)
+
+    def pause(self) -> None:
+        """SIGSTOP the server: its connections stay open but nothing answers (a hung server, a
+        long GC pause, a frozen VM). :meth:`resume` thaws it."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would; the ports and dir stay for :meth:`restart`."""
@@ -206,18 +250,3 @@ class ServerProcess:
         """Stop the server and delete its temp dir. Idempotent."""
         self.stop_process()
         shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self: _Server) -> _Server:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()  # a server that never became ready leaves no temp dir behind
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

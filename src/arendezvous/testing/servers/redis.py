@@ -70,11 +70,6 @@ class RedisServer(ServerProcess):
     # -- addresses -------------------------------------------------------------------------------
 
     @property
-    def endpoint(self) -> str:
-        """``127.0.0.1:PORT`` of the listener."""
-        return f"127.0.0.1:{self.port}"
-
-    @property
     def ca_file(self) -> Path:
         """The CA certificate that signed the server's (``tls=True`` only)."""
         return self._tmp / "ca.crt"
@@ -83,7 +78,7 @@ class RedisServer(ServerProcess):
     def url(self) -> str:
         """The arendezvous URL of database 0 on this server."""
         if self.tls:
-            return f"rediss://{self.endpoint}/0?ssl_ca_certs={self.ca_file}"
+            return f"rediss://{self.endpoint}/0?tls_ca_file={self.ca_file}"
         return f"redis://{self.endpoint}/0"
 
     # -- TLS material ----------------------------------------------------------------------------

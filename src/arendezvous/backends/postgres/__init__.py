@@ -1,0 +1,55 @@
+"""The PostgreSQL backend: one row per run in a table, each compare-and-swap one SQL statement.
+
+The table (created on first use, see :data:`CREATE_TABLE_SQL`)::
+
+    run_id      text PRIMARY KEY
+    incarnation bytea NOT NULL       -- 16 random bytes, new each time the run's row is created
+    version     bigint GENERATED ALWAYS AS IDENTITY   -- a new sequence value on every write
+    state       bytea NOT NULL       -- b"ARDP", format version, CRC-32 of the state, the state
+
+A token is :class:`PostgresToken` ``(incarnation, version)``. The version comes from the table's
+sequence, so it never repeats within the table, not even when a row is deleted and created again;
+the random incarnation keeps a token of another database, or of a table dropped and created again
+(whose sequence starts over), from ever matching.
+
+``set_state`` is a single statement, hence a single transaction: a locking read of the current row,
+the conditional ``UPDATE`` (or ``INSERT ... ON CONFLICT DO NOTHING`` for token ``None``), a
+``pg_notify`` in the write's ``RETURNING`` list so the notice is sent exactly when the write
+commits, and -- when the write loses -- the current row, all in one round trip. The ``UPDATE`` also
+requires the row to hold the very bytes the caller's token was read with, so a state corrupted in
+place, its version kept, is returned and refused, never overwritten.
+
+``wait_for_change`` shares one listening connection per handle (all its waiters' hints come from
+it): ``LISTEN`` first, then a read; every notice, and every reconnect, is followed by another read,
+so a lost notice only costs latency.
+
+Connections: a small pool of the handle's own (``_pool`` says why not ``asyncpg.Pool``), plus the
+listening connection while anyone waits.
+
+Why asyncpg: it is asyncio-native (no thread hop per query), speaks the binary protocol with
+prepared statements cached per connection -- the CAS statement is parsed and planned once per
+connection, not per call -- enforces per-statement timeouts with a timer rather than a task, and
+hands ``NOTIFY`` to a plain callback, which is all a listener needs. It runs only on asyncio; from
+trio, the backend runs it on arendezvous's asyncio loop thread.
+
+The package: ``_sql`` (what is stored and sent), ``_backend`` (the handle), ``_pool``, ``_feed``
+(the listener), ``_dsn`` and ``_url`` (URLs).
+"""
+
+from __future__ import annotations
+
+from .._network import DEFAULT_TIMEOUT
+from ._backend import DEFAULT_HEARTBEAT, DEFAULT_POOL_SIZE, PostgresBackend
+from ._sql import CREATE_TABLE_SQL, DEFAULT_TABLE, PostgresToken
+from ._url import from_url
+
+__all__ = (
+    "CREATE_TABLE_SQL",
+    "DEFAULT_HEARTBEAT",
+    "DEFAULT_POOL_SIZE",
+    "DEFAULT_TABLE",
+    "DEFAULT_TIMEOUT",
+    "PostgresBackend",
+    "PostgresToken",
+    "from_url",
+)

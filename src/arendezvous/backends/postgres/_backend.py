@@ -1,0 +1,330 @@
+"""``PostgresBackend``: the handle, on the network base (see the package docstring)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from typing import Any, Final, TypeVar
+
+import anyio
+
+from ..._backend import DEFAULT_MAX_STATE_SIZE, Token, same_token
+from ..._compat import import_optional
+from ..._errors import ErrorTable, RendezvousConnectionError, RendezvousStateError
+from .._feed import ChangeFeed
+from .._network import DEFAULT_TIMEOUT, NetworkBackend, check_seconds
+from .._urlparse import TlsOptions
+from ._dsn import check_dsn, shown_dsn, with_tls
+from ._feed import ListenFeed
+from ._pool import ConnectionPool, time_left
+from ._sql import (
+    DEFAULT_TABLE,
+    MAX_STATE_SIZE_LIMIT,
+    PostgresToken,
+    Statements,
+    advisory_key,
+    channel,
+    decode,
+    encode,
+    error_table,
+    quote_table,
+    sendable,
+)
+
+__all__ = ("DEFAULT_HEARTBEAT", "DEFAULT_POOL_SIZE", "PostgresBackend")
+
+_T = TypeVar("_T")
+
+DEFAULT_POOL_SIZE: Final = 4
+"""Connections a backend keeps at most for reads and writes (the listener has its own)."""
+
+DEFAULT_HEARTBEAT: Final = 10.0
+"""Seconds ``wait_for_change`` waits for a notice before checking the listening connection."""
+
+_INSERT_ATTEMPTS = 8
+
+
+async def _settle(connection: Any, deadline: float) -> bool:
+    """Wait, shielded, until the server has finished what *connection* was doing; return
+    whether the connection is clean for reuse (PostgreSQL runs a connection's statements in
+    order, and asyncpg first acknowledges the cancelled one)."""
+    with anyio.CancelScope(shield=True):
+        try:
+            remaining = time_left(asyncio.get_running_loop(), deadline)
+            await connection.fetchval("SELECT 1", timeout=remaining)
+        except Exception:
+            return False
+    return not connection.is_in_transaction()
+
+
+class PostgresBackend(NetworkBackend):
+    """A handle on one run's row in a PostgreSQL table.
+
+    :param dsn: ``postgresql://user:password@host:port/database`` with optional libpq parameters
+        (``sslmode``, ``sslrootcert``, ...) as its query string; never shown in reprs or errors.
+    :param table: ``NAME`` or ``SCHEMA.NAME`` (plain identifiers only; case is kept). Created with
+        :data:`CREATE_TABLE_SQL` on first use if missing; the schema must exist.
+    :param timeout: seconds any one call may take, connecting included, before it raises
+        :class:`~arendezvous.RendezvousConnectionError`. ``wait_for_change`` rides through outages
+        of the server shorter than this, reconnecting, and raises after a longer one.
+    :param pool_size: connections kept at most for reads and writes.
+    :param heartbeat: seconds ``wait_for_change`` waits without a notice before it checks that
+        the listening connection is alive (at most *timeout*: a silently dead connection must not
+        outlast the outage policy).
+    :param max_state_size: the largest state accepted, in bytes.
+    :param tls: use TLS; with ``tls_ca_file``, ``tls_cert_file``, ``tls_key_file`` and
+        ``tls_verify`` (``full``, ``ca``, ``none``) the TLS vocabulary of every network store,
+        added to *dsn* as libpq's ``sslmode``, ``sslrootcert``, ``sslcert`` and ``sslkey``.
+    :param connect_kwargs: more keyword arguments for ``asyncpg.connect`` (``ssl=`` an
+        :class:`ssl.SSLContext`, ``password=``, ``server_settings=``, ...).
+
+    Runs on asyncio and trio (there on arendezvous's asyncio loop thread). Safe to share between
+    tasks; all its waiters share one listening connection. A cancelled ``set_state`` has either
+    committed or not: it is one statement, hence one transaction. The connection it was
+    cancelled on is closed, never reused, so the pool holds only connections in a known state.
+    """
+
+    NAME = "postgres"
+    MAX_STATE_SIZE_LIMIT = MAX_STATE_SIZE_LIMIT
+    MAX_STATE_SIZE_REASON = "PostgreSQL's bytea limit, with room to spare"
+
+    def __init__(
+        self,
+        dsn: str,
+        run_id: str,
+        *,
+        table: str = DEFAULT_TABLE,
+        timeout: float = DEFAULT_TIMEOUT,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        heartbeat: float = DEFAULT_HEARTBEAT,
+        max_state_size: int = DEFAULT_MAX_STATE_SIZE,
+        tls: bool | None = None,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        tls_verify: str | None = None,
+        connect_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._asyncpg = import_optional("asyncpg", "postgres")
+        super().__init__(run_id, timeout=timeout, max_state_size=max_state_size)
+        if "\x00" in run_id:
+            raise ValueError("run_id must not contain NUL: PostgreSQL text cannot hold it")
+        tls_given = (tls, tls_ca_file, tls_cert_file, tls_key_file, tls_verify)
+        tls_options = TlsOptions.build(
+            tls=tls,
+            tls_ca_file=tls_ca_file,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
+            tls_verify=tls_verify,
+        )
+        self._dsn = with_tls(
+            check_dsn(dsn), tls_options, given=any(v is not None for v in tls_given)
+        )
+        self._table_sql, self._table = quote_table(table)
+        self._heartbeat = check_seconds("heartbeat", heartbeat)
+        if type(pool_size) is not int or pool_size < 1:
+            raise ValueError("pool_size must be an int of at least 1")
+        self._pool_size = pool_size
+        self._connect_kwargs = dict(connect_kwargs or {})
+        if {"dsn", "timeout"} & self._connect_kwargs.keys():
+            raise ValueError("connect_kwargs must not set dsn or timeout: they are arguments here")
+        self._channel = channel(self._table, self._run_id)
+        self._where = f"{shown_dsn(self._dsn)} (table {self._table})"
+        self._sql = Statements(self._table_sql)
+        self._errors = error_table(self._asyncpg)
+        self._table_ready = False
+        # The latest token this handle saw and the stored bytes it came with, so that a write
+        # with it can check in SQL that the row still holds them (see Statements.update).
+        self._known: tuple[PostgresToken, bytes] | None = None
+
+    @property
+    def table(self) -> str:
+        """The table holding the runs' rows, as given (``NAME`` or ``SCHEMA.NAME``)."""
+        return self._table
+
+    def __repr__(self) -> str:
+        return (
+            f"PostgresBackend({shown_dsn(self._dsn)!r}, run_id={self._run_id!r}, "
+            f"table={self._table!r})"
+        )
+
+    # -- the client: a pool, and a listening connection for the feed ---------------------------
+
+    def _open_client(self) -> ConnectionPool:
+        loop = asyncio.get_running_loop()
+        return ConnectionPool(loop, self._connect, self._pool_size)
+
+    async def _connect(self, deadline: float) -> Any:
+        loop = asyncio.get_running_loop()
+        return await self._asyncpg.connect(
+            self._dsn, timeout=time_left(loop, deadline), **self._connect_kwargs
+        )
+
+    async def _close_client(self, client: ConnectionPool) -> None:
+        await client.aclose()
+
+    def _drop_client(self, client: ConnectionPool) -> None:
+        client.terminate()
+
+    def _make_feed(self, client: ConnectionPool) -> ChangeFeed:
+        return ListenFeed(
+            lambda: self._connect(client.loop.time() + self._timeout),
+            errors=self._errors,
+            what=self._what("wait_for_change"),
+            timeout=self._timeout,
+        )
+
+    def _topic(self) -> Hashable:
+        return self._channel
+
+    def _ping_interval(self) -> float:
+        return min(self._heartbeat, self._timeout)
+
+    async def _run(
+        self, pool: ConnectionPool, what: str, operation: Callable[..., Awaitable[_T]], *args: Any
+    ) -> _T:
+        """Run ``operation(connection, deadline, *args)`` on a pooled connection, errors mapped.
+
+        Every step (waiting for a slot, connecting, each statement) ends by one deadline,
+        :attr:`timeout` seconds from now, through asyncpg's own timeouts: no cancel scope on the
+        hot path. A write cancelled mid-statement is settled before the cancellation goes on: a
+        ``SELECT 1`` on the same connection (shielded, within the deadline) returns only once the
+        server has finished the statement, committed or rolled back, so a cancelled
+        ``set_state`` never applies after it returned; the connection is then clean, and reused.
+        """
+        deadline = pool.loop.time() + self._timeout
+        with self._mapped(what):
+            connection = await pool.acquire(deadline)
+            reusable = False
+            try:
+                if not self._table_ready:
+                    await self._create_table(connection, deadline)
+                try:
+                    result = await operation(connection, deadline, *args)
+                except self._asyncpg.UndefinedTableError:
+                    # Dropped behind our back; the statement failed before writing anything.
+                    self._table_ready = False
+                    await self._create_table(connection, deadline)
+                    result = await operation(connection, deadline, *args)
+                reusable = True
+                return result
+            except (RendezvousStateError, self._asyncpg.PostgresError):
+                reusable = True  # the server answered: the connection is in a known state
+                raise
+            except BaseException as exc:
+                if what == "set_state" and not isinstance(exc, Exception):  # cancelled
+                    reusable = await _settle(connection, deadline)
+                raise
+            finally:
+                pool.release(connection, reusable=reusable)
+
+    async def _create_table(self, connection: Any, deadline: float) -> None:
+        # Runs once per handle: a cancel scope bounds it, the transaction's rollback included.
+        with anyio.fail_after(time_left(asyncio.get_running_loop(), deadline)):
+            exists = await connection.fetchval(
+                "SELECT to_regclass($1) IS NOT NULL", self._table_sql
+            )
+            if not exists:
+                # Concurrent CREATE TABLE IF NOT EXISTS can still collide (on the row type's
+                # unique name); a transaction-scoped advisory lock lets one node create it.
+                async with connection.transaction():
+                    await connection.execute(
+                        "SELECT pg_advisory_xact_lock($1)", advisory_key(self._table_sql)
+                    )
+                    await connection.execute(self._sql.create)
+        self._table_ready = True
+
+    # -- reads and writes ----------------------------------------------------------------------
+
+    def _error_table(self) -> ErrorTable:
+        return self._errors
+
+    def _current(self, row: Any) -> tuple[bytes, PostgresToken]:
+        stored = row["state"]
+        try:
+            state = decode(stored)
+        except RendezvousStateError as exc:
+            raise RendezvousStateError(f"{self._what('read')}: {exc}") from None
+        token = PostgresToken(bytes(row["incarnation"]), int(row["version"]))
+        self._known = (token, stored)
+        return state, token
+
+    def _known_bytes(self, token: PostgresToken) -> bytes | None:
+        known = self._known
+        if known is not None and (known[0] is token or same_token(known[0], token)):
+            return known[1]
+        return None
+
+    def _read(self, client: ConnectionPool) -> Awaitable[tuple[bytes, Token] | None]:
+        # Returns _run's coroutine rather than awaiting it: one frame less on the hot path.
+        return self._run(client, "get_state", self._fetch)
+
+    async def _fetch(self, connection: Any, deadline: float) -> tuple[bytes, Token] | None:
+        row = await connection.fetchrow(
+            self._sql.get, self._run_id, timeout=time_left(asyncio.get_running_loop(), deadline)
+        )
+        return None if row is None else self._current(row)
+
+    def _swap(
+        self, client: ConnectionPool, state: bytes, token: Token | None
+    ) -> Awaitable[tuple[bytes, Token, bool]]:
+        if token is None:
+            return self._run(client, "set_state", self._insert, state, encode(state))
+        if sendable(token):
+            return self._run(client, "set_state", self._update, state, encode(state), token)
+        return self._run(client, "set_state", self._read_only)
+
+    async def _read_only(self, connection: Any, deadline: float) -> tuple[bytes, Token, bool]:
+        # Not one of our tokens: it cannot be current, so the write is just a read.
+        current = await self._fetch(connection, deadline)
+        return (b"", None, False) if current is None else (*current, False)
+
+    async def _insert(
+        self, connection: Any, deadline: float, state: bytes, stored: bytes
+    ) -> tuple[bytes, Token, bool]:
+        loop = asyncio.get_running_loop()
+        for _ in range(_INSERT_ATTEMPTS):
+            incarnation = os.urandom(16)
+            row = await connection.fetchrow(
+                self._sql.insert, self._run_id, incarnation, stored, self._channel,
+                timeout=time_left(loop, deadline),
+            )  # fmt: skip
+            if row is None:
+                # The row that beat the insert committed after this statement's snapshot (or
+                # was deleted since): a new statement, with a new snapshot, sees it.
+                continue
+            if row["written"]:
+                token = PostgresToken(incarnation, row["version"])
+                self._known = (token, stored)
+                return state, token, True
+            return (*self._current(row), False)
+        raise RendezvousConnectionError(
+            f"{self._what('set_state')}: the row kept appearing and disappearing"
+        )
+
+    async def _update(
+        self, connection: Any, deadline: float, state: bytes, stored: bytes, token: PostgresToken
+    ) -> tuple[bytes, Token, bool]:
+        loop = asyncio.get_running_loop()
+        known = self._known_bytes(token)
+        for _ in range(2):
+            row = await connection.fetchrow(
+                self._sql.update, self._run_id, token.version, token.incarnation, stored,
+                self._channel, known,
+                timeout=time_left(loop, deadline),
+            )  # fmt: skip
+            if row is None:
+                return b"", None, False
+            if row["written"]:
+                new_token = PostgresToken(token.incarnation, row["version"])
+                self._known = (new_token, stored)
+                return state, new_token, True
+            # Lost, or the token is current but the row's bytes are not the ones this handle
+            # knew for it (it never read them, or they were changed in place): decoding the row
+            # raises if it is corrupt; if not, the write is tried once more with those bytes.
+            current = self._current(row)
+            if not same_token(current[1], token):
+                return (*current, False)
+            known = row["state"]
+        return (*current, False)
