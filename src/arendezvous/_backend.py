@@ -91,15 +91,20 @@ def same_token(current: Token, candidate: object) -> bool:
 
 
 def check_run_id(run_id: object) -> str:
-    """Validate a run id: a non-empty ``str`` naming one run's state within a store.
+    """Validate a run id: a non-empty ``str`` without NUL, naming one run's state within a store.
+
+    NUL is refused because stores name a run's other keys (its member records) after the run id
+    and a NUL: no run id may then be the prefix of another run's keys.
 
     :raises TypeError: *run_id* is not a ``str``.
-    :raises ValueError: *run_id* is empty.
+    :raises ValueError: *run_id* is empty or contains NUL.
     """
     if not isinstance(run_id, str):
         raise TypeError(f"run_id must be str, not {type(run_id).__name__}")
     if not run_id:
         raise ValueError("run_id must not be empty")
+    if "\x00" in run_id:
+        raise ValueError("run_id must not contain NUL")
     return run_id
 
 

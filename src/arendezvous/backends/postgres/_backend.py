@@ -108,8 +108,6 @@ class PostgresBackend(NetworkBackend):
     ) -> None:
         self._asyncpg = import_optional("asyncpg", "postgres")
         super().__init__(run_id, timeout=timeout, max_state_size=max_state_size)
-        if "\x00" in run_id:
-            raise ValueError("run_id must not contain NUL: PostgreSQL text cannot hold it")
         tls_given = (tls, tls_ca_file, tls_cert_file, tls_key_file, tls_verify)
         tls_options = TlsOptions.build(
             tls=tls,
