@@ -649,7 +649,8 @@ def test_url_options_are_parsed_and_libpq_ones_passed_on() -> None:
         "?sslmode=verify-full&sslrootcert=%2Fca.pem&application_name=trainer"
     )
     assert repr(backend) == (
-        "PostgresBackend('postgresql://user@db.example:6543/rdzv', run_id='r', table='ops.state')"
+        "PostgresBackend('postgresql://user:***@db.example:6543/rdzv', run_id='r', "
+        "table='ops.state')"
     )
 
 
