@@ -10,14 +10,9 @@ polling ``wait_for_change``.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
-import random
-import re
-import urllib.parse
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager, suppress
-from dataclasses import dataclass
 
 import anyio
 import anyio.lowlevel
@@ -37,6 +32,17 @@ from ..._errors import BackendClosedError, RendezvousConnectionError, Rendezvous
 from ..._notify import ChangeNotifier
 from ..file import _file_stem
 from . import _format, _store
+from ._options import (
+    ADDRESSING_STYLES,
+    check_bucket,
+    check_endpoint,
+    check_prefix,
+    check_profile,
+    check_region,
+    check_seconds,
+)
+from ._token import S3Token, is_token, same_token
+from ._wait import Outage, poll_pauses
 
 __all__ = (
     "DEFAULT_MAX_POLL_INTERVAL",
@@ -46,6 +52,7 @@ __all__ = (
     "S3Backend",
     "S3Token",
     "UnsafeStoreError",
+    "poll_pauses",
 )
 
 DEFAULT_TIMEOUT = 5.0
@@ -63,12 +70,6 @@ MAX_STATE_SIZE_LIMIT = 5 * 1024**3 - _format.HEADER_SIZE
 # Refusals whose condition still held when re-read (AWS's 409 for a conflicting conditional write
 # that then failed itself) are retried this many times before the call gives up.
 _MAX_WRITE_ATTEMPTS = 5
-_INCARNATION_TEXT = re.compile(r"[0-9a-f]{32}")
-# Visible ASCII without '"': anything else could not be sent back as an If-Match header value.
-_ETAG_TEXT = re.compile(r"[\x21\x23-\x7e]{1,256}")
-_BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
-_REGION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_ADDRESSING_STYLES = ("path", "virtual", "auto")
 
 # Handles in this process wake each other's waiters at once; other processes are seen by polling.
 _local_changes = ChangeNotifier()
@@ -79,39 +80,6 @@ _verified_stores: set[tuple[str, str, str]] = set()
 class UnsafeStoreError(RendezvousConnectionError):
     """The S3 store does not enforce conditional writes, so no atomic compare-and-swap can be
     built on it; the backend refuses to write. Retrying does not help: use another store."""
-
-
-@dataclass(frozen=True, slots=True)
-class S3Token:
-    """An S3 backend's token: the object's incarnation and write counter, and its ETag.
-
-    The incarnation (128 random bits drawn when the object is created) and the counter (one more
-    per write) are inside the object, so no two writes have the same content and no token comes
-    back (no ABA), though an ETag is a hash of the content. The ETag is what the next write sends
-    as ``If-Match``. Tokens are values: two reads of one write give equal tokens.
-    """
-
-    incarnation: str
-    counter: int
-    etag: str
-
-
-def _is_token(token: object) -> bool:
-    # A caller's token is untrusted: exact types before anything compares it (no foreign __eq__
-    # runs), and fields no stored token can have make it merely stale, never a malformed request.
-    return (
-        type(token) is S3Token
-        and type(token.incarnation) is str
-        and type(token.counter) is int
-        and type(token.etag) is str
-        and 0 < token.counter <= _format.MAX_COUNTER
-        and _INCARNATION_TEXT.fullmatch(token.incarnation) is not None
-        and _ETAG_TEXT.fullmatch(token.etag) is not None
-    )
-
-
-def _same_token(current: S3Token, token: object) -> bool:
-    return _is_token(token) and token == current
 
 
 class S3Backend(RunHandle, AsyncRendezvousBackend):
@@ -155,19 +123,19 @@ class S3Backend(RunHandle, AsyncRendezvousBackend):
         max_state_size: int = DEFAULT_MAX_STATE_SIZE,
     ) -> None:
         self._run_id = check_run_id(run_id)
-        self._bucket = _check_bucket(bucket)
-        self._prefix = _check_prefix(prefix)
-        self._endpoint_url = None if endpoint_url is None else _check_endpoint(endpoint_url)
-        self._region = _check_name("region", region, _REGION_NAME)
-        self._profile = _check_profile(profile)
+        self._bucket = check_bucket(bucket)
+        self._prefix = check_prefix(prefix)
+        self._endpoint_url = None if endpoint_url is None else check_endpoint(endpoint_url)
+        self._region = check_region(region)
+        self._profile = check_profile(profile)
         if addressing_style is None:
             addressing_style = "path" if endpoint_url is not None else None
-        elif addressing_style not in _ADDRESSING_STYLES:
-            raise ValueError(f"addressing_style must be one of {', '.join(_ADDRESSING_STYLES)}")
+        elif addressing_style not in ADDRESSING_STYLES:
+            raise ValueError(f"addressing_style must be one of {', '.join(ADDRESSING_STYLES)}")
         self._addressing_style = addressing_style
-        self._timeout = _check_seconds("timeout", timeout)
-        self._poll_interval = _check_seconds("poll_interval", poll_interval)
-        self._max_poll_interval = _check_seconds("max_poll_interval", max_poll_interval)
+        self._timeout = check_seconds("timeout", timeout)
+        self._poll_interval = check_seconds("poll_interval", poll_interval)
+        self._max_poll_interval = check_seconds("max_poll_interval", max_poll_interval)
         if self._max_poll_interval < self._poll_interval:
             raise ValueError("max_poll_interval must not be less than poll_interval")
         if isinstance(max_state_size, bool) or not isinstance(max_state_size, int):
@@ -384,7 +352,7 @@ class S3Backend(RunHandle, AsyncRendezvousBackend):
         await anyio.lowlevel.checkpoint_if_cancelled()
         client = await self._ready()
         await self._ensure_conditional_writes(client)
-        if token is not None and not _is_token(token):
+        if token is not None and not is_token(token):
             current = await self._read(client, self._what_set)
             return (b"", None, False) if current is None else (current[0].state, current[1], False)
         assert token is None or isinstance(token, S3Token)
@@ -439,7 +407,7 @@ class S3Backend(RunHandle, AsyncRendezvousBackend):
     ) -> tuple[bytes, Token] | None:
         check_timeout(timeout)
         client = await self._ready()
-        outage = _Outage()
+        outage = Outage()
         # A first read outside the wait's deadline, so that timeout=0 still reports a change
         # that already happened.
         try:
@@ -449,7 +417,7 @@ class S3Backend(RunHandle, AsyncRendezvousBackend):
         except RendezvousConnectionError as exc:
             outage.failed(exc)
         else:
-            if current is not None and not _same_token(current[1], token):
+            if current is not None and not same_token(current[1], token):
                 return current[0].state, current[1]
         with anyio.move_on_after(timeout):
             return await self._poll(client, token, outage)
@@ -461,10 +429,10 @@ class S3Backend(RunHandle, AsyncRendezvousBackend):
         return None
 
     async def _poll(
-        self, client: _store.S3Client, token: Token | None, outage: _Outage
+        self, client: _store.S3Client, token: Token | None, outage: Outage
     ) -> tuple[bytes, S3Token]:
         """Re-read until the token differs, pausing ever longer (up to the cap) in between."""
-        interval = self._poll_interval
+        pauses = poll_pauses(self._poll_interval, self._max_poll_interval)
         while True:
             with _local_changes.watching(self._change_key) as changed:
                 if outage.error is not None:
@@ -481,12 +449,11 @@ class S3Backend(RunHandle, AsyncRendezvousBackend):
                     outage.failed(exc)
                 else:
                     outage.clear()
-                    if current is not None and not _same_token(current[1], token):
+                    if current is not None and not same_token(current[1], token):
                         return current[0].state, current[1]
                 # poll-ok: S3 has no change notification; writes of this process wake us early.
-                with anyio.move_on_after(interval * random.uniform(0.75, 1.0)):
+                with anyio.move_on_after(next(pauses)):
                     await changed.wait()
-                interval = min(interval * 2, self._max_poll_interval)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -505,109 +472,3 @@ class S3Backend(RunHandle, AsyncRendezvousBackend):
             # Closing must finish even if the caller is being cancelled, or sockets leak.
             with anyio.CancelScope(shield=True), suppress(Exception):
                 await stack.aclose()
-
-
-class _Outage:
-    """When the store first failed to answer in the current run of failures, and how."""
-
-    __slots__ = ("error", "since")
-
-    def __init__(self) -> None:
-        self.error: RendezvousConnectionError | None = None
-        self.since = 0.0
-
-    def failed(self, error: RendezvousConnectionError) -> None:
-        if self.error is None:
-            self.since = anyio.current_time()
-        self.error = error
-
-    def clear(self) -> None:
-        self.error = None
-
-
-# -- option checks ---------------------------------------------------------------------------------
-
-
-def _check_bucket(bucket: object) -> str:
-    if not isinstance(bucket, str):
-        raise TypeError(f"bucket must be str, not {type(bucket).__name__}")
-    if not _BUCKET_NAME.fullmatch(bucket):
-        raise ValueError(
-            "bucket must be 1 to 255 letters, digits, '.', '-' or '_', starting with a letter "
-            "or digit"
-        )
-    return bucket
-
-
-def _check_prefix(prefix: object) -> str:
-    if not isinstance(prefix, str):
-        raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
-    if not prefix:
-        return prefix
-    segments = prefix.split("/")
-    if any(segment in ("", ".", "..") for segment in segments):
-        raise ValueError(
-            "prefix must be names separated by single '/', without '.' or '..' and without a "
-            "leading or trailing '/'"
-        )
-    if any(not character.isprintable() for character in prefix):
-        raise ValueError("prefix must not contain control characters")
-    try:
-        encoded = prefix.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("prefix must be encodable as UTF-8") from None
-    if len(encoded) > 512:
-        raise ValueError("prefix must be at most 512 bytes in UTF-8 (S3 keys hold 1024)")
-    return prefix
-
-
-def _check_endpoint(url: object) -> str:
-    if not isinstance(url, str):
-        raise TypeError(f"endpoint_url must be str, not {type(url).__name__}")
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError:
-        # urllib's message may repeat the netloc, credentials included.
-        raise ValueError("endpoint_url is malformed (not shown: it may hold credentials)") from None
-    if "@" in parts.netloc:
-        raise ValueError(
-            "endpoint_url must not carry credentials (not shown); botocore finds them in the "
-            "environment, the AWS config files or the profile= option"
-        )
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"endpoint_url must look like http(s)://host[:port], not {url!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"endpoint_url takes no query or fragment: {url!r}")
-    if port == 0:
-        raise ValueError(f"endpoint_url has port 0: {url!r}")
-    return url
-
-
-def _check_name(option: str, value: object, pattern: re.Pattern[str]) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"{option} must be str or None, not {type(value).__name__}")
-    if not pattern.fullmatch(value):
-        raise ValueError(f"{option} must be 1 to 64 letters, digits, '-' or '_'")
-    return value
-
-
-def _check_profile(profile: object) -> str | None:
-    if profile is None:
-        return None
-    if not isinstance(profile, str):
-        raise TypeError(f"profile must be str or None, not {type(profile).__name__}")
-    if not profile or len(profile) > 128 or not profile.isprintable() or profile != profile.strip():
-        raise ValueError("profile must be a printable name of 1 to 128 characters")
-    return profile
-
-
-def _check_seconds(option: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{option} must be a number, not {type(value).__name__}")
-    if not 0 < value < math.inf:
-        raise ValueError(f"{option} must be a positive, finite number of seconds")
-    return float(value)
-
