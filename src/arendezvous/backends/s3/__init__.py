@@ -107,5 +107,6 @@ def from_url(url: str, *, run_id: str) -> S3Backend:
             "max_state_size": int,
         },
     )
-    prefix = urllib.parse.unquote(parsed.path).strip("/")
+    # One '/' separates bucket and prefix; a second one would be an empty name (refused).
+    prefix = urllib.parse.unquote(parsed.path).removeprefix("/").rstrip("/")
     return S3Backend(parsed.netloc, run_id, prefix=prefix, **options)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager, suppress
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -71,10 +73,26 @@ MAX_STATE_SIZE_LIMIT = 5 * 1024**3 - _format.HEADER_SIZE
 # that then failed itself) are retried this many times before the call gives up.
 _MAX_WRITE_ATTEMPTS = 5
 
+# The least time opening a client may take (see S3Backend._open_client).
+_OPEN_TIMEOUT = 30.0
+
 # Handles in this process wake each other's waiters at once; other processes are seen by polling.
 _local_changes = ChangeNotifier()
 # Stores (endpoint, bucket, probe key) that refused what they must refuse, in this process.
 _verified_stores: set[tuple[str, str, str]] = set()
+
+
+_loader_lock = threading.Lock()
+_loader: Any = None
+
+
+def _shared_loader(session: Any) -> Any:
+    """botocore's data loader of the first session opened in this process, for all the others."""
+    global _loader
+    with _loader_lock:
+        if _loader is None:
+            _loader = session.get_component("data_loader")
+        return _loader
 
 
 class UnsafeStoreError(RendezvousConnectionError):
@@ -222,8 +240,15 @@ class S3Backend(RunHandle, AsyncRendezvousBackend):
         from aiobotocore.config import AioConfig
 
         stack = AsyncExitStack()
-        with self._calling(f"opening an S3 client for {self._where}"):
+        opening = f"opening an S3 client for {self._where}"
+        # Opening is mostly local work (botocore's models, the config files) but may ask a
+        # credentials service; it gets at least _OPEN_TIMEOUT, as a first open in a busy process
+        # can outlast a short request timeout.
+        with self._calling(opening, timeout=max(self._timeout, _OPEN_TIMEOUT)):
             session = self._session_module.AioSession(profile=self._profile)
+            # Every session loads botocore's JSON models anew (about 0.5 s of CPU) unless they
+            # share one loader; the loader holds no event-loop state, so one serves the process.
+            session.register_component("data_loader", _shared_loader(session))
             # botocore reads the AWS config files synchronously: do it off the event loop.
             await anyio.to_thread.run_sync(session.get_scoped_config)
             config = AioConfig(
@@ -260,15 +285,16 @@ class S3Backend(RunHandle, AsyncRendezvousBackend):
         return client
 
     @contextmanager
-    def _calling(self, what: str) -> Iterator[None]:
+    def _calling(self, what: str, *, timeout: float | None = None) -> Iterator[None]:
         """Bound the block by the timeout; raise what failed in it as ours (cause chained)."""
+        timeout = self._timeout if timeout is None else timeout
         try:
-            with anyio.fail_after(self._timeout):
+            with anyio.fail_after(timeout):
                 yield
         except (RendezvousConnectionError, RendezvousStateError):
             raise
         except TimeoutError as exc:
-            raise RendezvousConnectionError(f"{what}: no reply within {self._timeout:g} s") from exc
+            raise RendezvousConnectionError(f"{what}: no reply within {timeout:g} s") from exc
         except _store.ObjectTooLarge as exc:
             raise RendezvousStateError(
                 f"{what}: the object {self._key!r} is {exc.size} bytes, more than this handle's "

@@ -14,19 +14,30 @@ _INCARNATION_TEXT = re.compile(r"[0-9a-f]{32}")
 _ETAG_TEXT = re.compile(r"[\x21\x23-\x7e]{1,256}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class S3Token:
-    """An S3 backend's token: the object's incarnation and write counter, and its ETag.
+    """An S3 backend's token: the object's ETag, with its incarnation and write counter.
 
-    The incarnation (128 random bits drawn when the object is created) and the counter (one more
-    per write) are inside the object, so no two writes have the same content and no token comes
-    back (no ABA), though an ETag is a hash of the content. The ETag is what the next write sends
-    as ``If-Match``. Tokens are values: two reads of one write give equal tokens.
+    The ETag is what the store compares (the next write sends it as ``If-Match``), so it is what
+    makes two tokens equal: a token equals the current one exactly when the store would let a
+    write with it through. The incarnation (128 random bits drawn when the object is created)
+    and the counter (one more per write) are inside the object and carried here so that the next
+    write's content, and so its ETag, is new although an ETag hashes the content: no two writes
+    store the same bytes and no token comes back (no ABA). Tokens are values: two reads of one
+    write give equal tokens; a token equals only an ``S3Token``.
     """
 
     incarnation: str
     counter: int
     etag: str
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not S3Token or type(self) is not S3Token:
+            return NotImplemented
+        return self.etag == other.etag
+
+    def __hash__(self) -> int:
+        return hash(self.etag)
 
 
 def is_token(token: object) -> bool:
@@ -46,4 +57,4 @@ def is_token(token: object) -> bool:
 
 def same_token(current: S3Token, token: object) -> bool:
     """Whether the caller's *token* is *current*; never calls a foreign ``__eq__``."""
-    return is_token(token) and token == current
+    return is_token(token) and current.etag == token.etag  # type: ignore[attr-defined]

@@ -31,6 +31,7 @@ import http.client
 import json
 import os
 import secrets
+import signal
 import sysconfig
 import time
 from collections.abc import Callable
@@ -297,6 +298,18 @@ class SeaweedFSServer(ServerProcess):
         )
         del headers["host"]  # http.client sends it
         return headers
+
+    def stop_process(self) -> None:
+        """Stop the server: SIGTERM, then SIGKILL if it has not ended within 2 s (weed's graceful
+        stop can hang retrying connections to its own parts that already stopped; its objects
+        survive a SIGKILL, as :meth:`kill` and :meth:`restart` show). Ports and dir stay."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            self._wait_process(2)
+        self._forget_process(10)
 
     def stop(self) -> None:
         """Stop the server, delete its temp dir and the Unix sockets it made. Idempotent."""
