@@ -465,12 +465,19 @@ class ConditionDroppingProxy:
     conditional writes: it removes the *drop* headers from every request and signs the request
     again (the headers are signed, and the store checks signatures), or, with *answer_501*,
     answers every conditional request ``501 Not Implemented`` as a store lacking them would.
+    With *drop_for_absent* it drops ``If-Match`` only from writes of objects that do not exist
+    (found by asking the store), as one S3-compatible server did.
 
     :ivar requests: how many requests it forwarded or answered.
     """
 
     def __init__(
-        self, server: SeaweedFSServer, *, drop: tuple[str, ...] = (), answer_501: bool = False
+        self,
+        server: SeaweedFSServer,
+        *,
+        drop: tuple[str, ...] = (),
+        answer_501: bool = False,
+        drop_for_absent: bool = False,
     ) -> None:
         self.requests = 0
         dropped = {name.lower() for name in drop}
@@ -492,10 +499,13 @@ class ConditionDroppingProxy:
                 if answer_501 and self.command == "PUT" and conditional:
                     self.answer(501, b"<Error><Code>NotImplemented</Code></Error>", [])
                     return
+                drop_now = set(dropped)
+                if drop_for_absent and self.command == "PUT" and self.exists() is False:
+                    drop_now.add("if-match")
                 headers = {
                     name: value
                     for name, value in self.headers.items()
-                    if name.lower() not in dropped | unsigned
+                    if name.lower() not in drop_now | unsigned
                 }
                 request = AWSRequest(
                     method=self.command,
@@ -512,6 +522,18 @@ class ConditionDroppingProxy:
                     reply = upstream.getresponse()
                     data = reply.read()
                     self.answer(reply.status, data, reply.getheaders())
+                finally:
+                    upstream.close()
+
+            def exists(self) -> bool:
+                request = AWSRequest(method="HEAD", url=f"{server.endpoint_url}{self.path}")
+                S3SigV4Auth(credentials, "s3", server.region).add_auth(request)
+                upstream = http.client.HTTPConnection("127.0.0.1", server.s3_port, timeout=30)
+                try:
+                    upstream.request("HEAD", self.path, headers=dict(request.headers.items()))
+                    reply = upstream.getresponse()
+                    reply.read()
+                    return reply.status == 200
                 finally:
                     upstream.close()
 
@@ -573,11 +595,12 @@ async def test_the_proxy_alone_keeps_writes_conditional(
         ({"drop": ("If-None-Match",)}, "accepted a PutObject with If-None-Match"),
         ({"drop": ("If-Match",)}, "accepted a PutObject with If-Match"),
         ({"answer_501": True}, "does not implement If-None-Match"),
+        ({"drop_for_absent": True}, "accepted a PutObject with If-Match on an object that does"),
     ],
-    ids=["both dropped", "If-None-Match dropped", "If-Match dropped", "501"],
+    ids=["both dropped", "If-None-Match dropped", "If-Match dropped", "501", "absent objects"],
 )
 async def test_a_store_ignoring_conditional_writes_is_refused(
-    server: SeaweedFSServer, make_proxy: Any, options: dict[str, Any], complaint: str
+    server: SeaweedFSServer, raw: Any, make_proxy: Any, options: dict[str, Any], complaint: str
 ) -> None:
     proxy = make_proxy(server, **options)
     run_id = new_run_id()
@@ -596,6 +619,8 @@ async def test_a_store_ignoring_conditional_writes_is_refused(
     assert await direct.get_state() is None  # only the probe object was ever written
     await direct.aclose()
     await backend.aclose()
+    listed = await raw.list_objects_v2(Bucket=server.bucket, Prefix=f"{_store.PROBE_NAME}-absent")
+    assert not listed.get("Contents")  # a wrongly created absent-probe object was deleted
 
 
 # -- wait_for_change -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ caller to map (see :func:`connection_errors`).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 from collections.abc import Mapping
@@ -221,14 +222,20 @@ async def put_object_if(
 async def probe_conditional_writes(client: S3Client, bucket: str, key: str) -> str | None:
     """Prove that the store refuses conditional writes it must refuse; say what it did not.
 
-    Writes the probe object *key* (unconditionally), then asks to create it again with
-    ``If-None-Match: *`` and to replace it with ``If-Match`` of an ETag it cannot have. A store
-    that honours conditional writes refuses both (412). Only the probe object is ever written, so
-    a store that ignores the headers damages nothing. Concurrent probes by other processes are
-    harmless: they only rewrite the probe object, which keeps existing and never takes the
-    made-up ETag.
+    Writes the probe object *key* (unconditionally), then asks the store to
 
-    :returns: ``None`` if both were refused, else what the store did wrong (for the error).
+    1. create it again with ``If-None-Match: *``;
+    2. replace it with ``If-Match`` of an ETag it cannot have;
+    3. write an object that does not exist (a new random name next to *key*) with ``If-Match``
+       (a store once wrote such an object as if no condition had been given).
+
+    A store that honours conditional writes refuses all three (412, or 404 for the third). Only
+    the probe objects are ever written, so a store that ignores the headers damages nothing (an
+    object the third request wrongly created is deleted again, if the store lets us). Concurrent
+    probes by other processes are harmless: they only rewrite the probe object, which keeps
+    existing and never takes the made-up ETag.
+
+    :returns: ``None`` if all were refused, else what the store did wrong (for the error).
     :raises ClientError: the store failed otherwise (e.g. no permission to write).
     """
     await client.put_object(
@@ -237,21 +244,27 @@ async def probe_conditional_writes(client: S3Client, bucket: str, key: str) -> s
         Body=b"arendezvous conditional-write probe " + os.urandom(8).hex().encode(),
         ContentType=_CONTENT_TYPE,
     )
+    absent = f"{key}-absent-{os.urandom(8).hex()}"
+    # 32 random hex digits, shaped like an MD5 ETag (so no store rejects its form), that no
+    # object's ETag equals but with probability 2**-128.
+    made_up = os.urandom(16).hex()
     checks = (
-        (None, "a PutObject with If-None-Match: * on an existing object"),
-        # 32 random hex digits, shaped like an MD5 ETag (so no store rejects its form), that the
-        # probe object's ETag equals with probability 2**-128.
-        (os.urandom(16).hex(), "a PutObject with If-Match of an ETag the object does not have"),
+        (key, None, "a PutObject with If-None-Match: * on an existing object"),
+        (key, made_up, "a PutObject with If-Match of an ETag the object does not have"),
+        (absent, made_up, "a PutObject with If-Match on an object that does not exist"),
     )
-    for if_match, request in checks:
+    for target, if_match, request in checks:
         body = b"arendezvous: this write must have been refused"
         try:
-            outcome = await put_object_if(client, bucket, key, body, if_match=if_match)
+            outcome = await put_object_if(client, bucket, target, body, if_match=if_match)
         except Exception as exc:
             if classify(exc) is Outcome.UNSUPPORTED:
                 return f"it does not implement {request.partition(' with ')[2]} ({describe(exc)})"
             raise
         if not isinstance(outcome, Outcome):
+            if target == absent:
+                with contextlib.suppress(Exception):
+                    await client.delete_object(Bucket=bucket, Key=absent)
             return f"it accepted {request}, which it must refuse"
     return None
 
