@@ -1125,3 +1125,27 @@ def test_a_black_hole_is_unreachable_too() -> None:
 
         assert anyio.run(read) < 1.5
         anyio.run(backend.aclose)
+
+
+@pytest.mark.parametrize(
+    "module_name", ["arendezvous.backends.s3", "arendezvous.testing.servers.seaweedfs"]
+)
+def test_every_public_name_is_documented(module_name: str) -> None:
+    """What ``tests/test_public_api.py`` checks of the other public modules."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(module_name)
+    assert isinstance(module.__all__, tuple)
+    assert module.__doc__
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__doc__, f"{module_name}.{name} has no docstring"
+            for attribute, member in vars(obj).items():
+                if not attribute.startswith("_") and (
+                    inspect.isfunction(member) or isinstance(member, property)
+                ):
+                    # inspect.getdoc finds the contract's docstring of an overriding method
+                    documented = inspect.getdoc(getattr(obj, attribute))
+                    assert documented, f"{module_name}.{name}.{attribute} has no docstring"
