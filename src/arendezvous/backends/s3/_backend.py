@@ -118,6 +118,9 @@ class S3Backend(RunHandle, AsyncRendezvousBackend):
     :param poll_interval: the first pause of ``wait_for_change`` between re-reads; each unchanged
         re-read doubles it up to *max_poll_interval*. Every pause is drawn between 75% and 100% of
         the current interval, so waiting nodes do not poll in lockstep.
+    :param max_poll_interval: the longest pause between two re-reads of ``wait_for_change``
+        (so a change is seen within about this long, and a waiting call costs about one
+        ``GetObject`` this often).
     :param max_state_size: the largest state accepted, in bytes (at most
         :data:`MAX_STATE_SIZE_LIMIT`); a stored object larger than this allows is refused as
         ``RendezvousStateError`` without being downloaded.
@@ -436,15 +439,9 @@ class S3Backend(RunHandle, AsyncRendezvousBackend):
         outage = Outage()
         # A first read outside the wait's deadline, so that timeout=0 still reports a change
         # that already happened.
-        try:
-            current = await self._read(client, self._what_wait)
-        except BackendClosedError:
-            raise
-        except RendezvousConnectionError as exc:
-            outage.failed(exc)
-        else:
-            if current is not None and not same_token(current[1], token):
-                return current[0].state, current[1]
+        changed = await self._look(client, token, outage)
+        if changed is not None:
+            return changed
         with anyio.move_on_after(timeout):
             return await self._poll(client, token, outage)
         if outage.error is not None:
@@ -467,19 +464,29 @@ class S3Backend(RunHandle, AsyncRendezvousBackend):
                         raise RendezvousConnectionError(
                             f"{self._what_wait}: the store was unreachable for {waited:.3g} s"
                         ) from outage.error
-                try:
-                    current = await self._read(client, self._what_wait)
-                except BackendClosedError:
-                    raise
-                except RendezvousConnectionError as exc:
-                    outage.failed(exc)
-                else:
-                    outage.clear()
-                    if current is not None and not same_token(current[1], token):
-                        return current[0].state, current[1]
+                found = await self._look(client, token, outage)
+                if found is not None:
+                    return found
                 # poll-ok: S3 has no change notification; writes of this process wake us early.
                 with anyio.move_on_after(next(pauses)):
                     await changed.wait()
+
+    async def _look(
+        self, client: _store.S3Client, token: Token | None, outage: Outage
+    ) -> tuple[bytes, S3Token] | None:
+        """One read of a wait: the state if its token differs from *token*, else ``None``; a
+        store that cannot be reached is recorded in *outage* instead of raising."""
+        try:
+            current = await self._read(client, self._what_wait)
+        except BackendClosedError:
+            raise
+        except RendezvousConnectionError as exc:
+            outage.failed(exc)
+            return None
+        outage.clear()
+        if current is not None and not same_token(current[1], token):
+            return current[0].state, current[1]
+        return None
 
     async def aclose(self) -> None:
         if self._closed:

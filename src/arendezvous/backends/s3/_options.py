@@ -62,17 +62,18 @@ def check_endpoint(url: object) -> str:
     """An ``http(s)://host[:port][/path]`` URL without credentials, query or fragment."""
     if not isinstance(url, str):
         raise TypeError(f"endpoint_url must be str, not {type(url).__name__}")
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError:
-        # urllib's message may repeat the netloc, credentials included.
-        raise ValueError("endpoint_url is malformed (not shown: it may hold credentials)") from None
-    if "@" in parts.netloc:
+    # Anywhere, not only in the parsed netloc: in "http://?:secret@host" urllib sees a query.
+    if "@" in url:
         raise ValueError(
             "endpoint_url must not carry credentials (not shown); botocore finds them in the "
             "environment, the AWS config files or the profile= option"
         )
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        # urllib's message may repeat the netloc.
+        raise ValueError("endpoint_url is malformed (not shown)") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"endpoint_url must look like http(s)://host[:port], not {url!r}")
     if parts.query or parts.fragment:
