@@ -824,6 +824,11 @@ async def test_a_frozen_store_times_out(own_server: SeaweedFSServer) -> None:
     process = own_server._process
     assert process is not None
     os.kill(process.pid, signal.SIGSTOP)
+    # The kill only starts the stop: threads running on another core stop when the kernel gets to
+    # them. The parent hears when every thread has stopped (a full run under load once saw a call
+    # answered right after the kill).
+    _, status = await anyio.to_thread.run_sync(os.waitpid, process.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status)
     try:
         with anyio.fail_after(10):
             for call in (backend.get_state, lambda: backend.set_state(b"b", token)):
