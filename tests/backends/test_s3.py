@@ -185,7 +185,9 @@ def state_machine_server(server: SeaweedFSServer) -> Iterator[None]:
 
 
 def _state_machine_backend(run_id: str) -> S3Backend:
-    return backend_on(_state_machine_servers[-1], run_id)
+    # The machine checks the register, not timeouts (tested below): a generous timeout keeps a
+    # slow moment of a loaded machine from failing a burst.
+    return backend_on(_state_machine_servers[-1], run_id, timeout=30)
 
 
 TestStateMachine = pytest.mark.usefixtures("state_machine_server")(
