@@ -46,6 +46,7 @@ _BUILTIN: dict[str, str] = {
     "etcd": "arendezvous.backends.etcd:from_url",
     "postgresql": "arendezvous.backends.postgres:from_url",
     "postgres": "arendezvous.backends.postgres:from_url",
+    "s3": "arendezvous.backends.s3:from_url",
 }
 
 

