@@ -19,6 +19,7 @@ from arendezvous import (
     AsyncRendezvousBackend,
     DuplicateNodeError,
     MemoryBackend,
+    MemoryStore,
     RendezvousClosedError,
     RendezvousConnectionError,
     RendezvousStateError,
@@ -26,7 +27,16 @@ from arendezvous import (
     Token,
 )
 from arendezvous._members import Member, MemberPut, MemberTable
-from arendezvous.rendezvous import AsyncRendezvous, RendezvousInfo, RoundEnd, default_node_id
+from arendezvous.rendezvous import (
+    AsyncRendezvous,
+    RendezvousInfo,
+    RoundEnd,
+    RunStatus,
+    close_run,
+    default_node_id,
+    follow_status,
+    read_status,
+)
 from arendezvous.rendezvous._record import MAX_ROUND, RoundRecord, encode_record
 
 from ._observe import LIMIT, Observer, WatchedBackend, WatchedTable
@@ -725,3 +735,80 @@ def _calls(handle: AsyncRendezvousBackend) -> int:
     table = handle.member_table()
     assert table is not None
     return handle.register_calls + table.calls
+
+
+# -- watching and closing from outside -------------------------------------------------------------
+
+
+async def test_progress_while_joining_and_status_from_outside(
+    make_backend: MakeBackend, observer: Observer
+) -> None:
+    outsider = make_backend()
+    assert (await read_status(outsider)) == RunStatus(exists=False)
+    a, b, c = (AsyncRendezvous(make_backend(), name, 2, 3, last_call=30, **FAST)
+               for name in "abc")
+    async with a, b, c, anyio.create_task_group() as group:
+        group.start_soon(a.next_rendezvous)
+        group.start_soon(b.next_rendezvous)
+        await observer.until(lambda s: s.record is not None and s.record.last_call)
+        progress = await a.progress()
+        assert set(progress.joined) == {"a", "b"}
+        assert progress.missing == 0
+        assert progress.last_call_left is not None
+        assert 0 < progress.last_call_left <= 30 + 0.06  # its stagger: at most 50 ms
+        status = await read_status(outsider)
+        assert status.exists
+        assert not status.complete
+        assert status.last_call
+        assert {node.node for node in status.participants} == {"a", "b"}
+        assert all(node.rank is None for node in status.participants)
+        first = await c.next_rendezvous()  # the third fills the round: complete at once
+        status = await read_status(outsider)
+        assert status.complete
+        assert status.round_id == first.round_id
+        assert [(node.node, node.rank) for node in status.participants] == [
+            ("a", 0), ("b", 1), ("c", 2)]
+        if outsider.member_table() is not None and outsider.member_table().has_clock:  # type: ignore[union-attr]
+            assert all(node.heartbeat_age is not None and node.heartbeat_age >= 0
+                       for node in status.participants)
+        assert status.to_json()["participants"][2] == status.participants[2].to_json()
+        assert (await c.progress()).missing == 0
+        group.cancel_scope.cancel()
+
+
+async def test_follow_status_sees_each_change_of_the_round(make_backend: MakeBackend) -> None:
+    seen: list[RunStatus] = []
+    nodes = [AsyncRendezvous(make_backend(), name, 2, 2, **FAST) for name in "ab"]
+    async with anyio.create_task_group() as group:
+
+        async def follow() -> None:
+            async for status in follow_status(make_backend()):
+                seen.append(status)
+                if status.complete:
+                    return
+
+        group.start_soon(follow)
+        await join_all(nodes)
+    assert not seen[0].complete
+    assert seen[-1].complete
+    assert [node.node for node in seen[-1].participants] == ["a", "b"]
+    with pytest.raises(ValueError, match="every"):
+        async for _ in follow_status(make_backend(), every=0):
+            pass
+
+
+async def test_close_run_from_outside(make_backend: MakeBackend) -> None:
+    node = AsyncRendezvous(make_backend(), "n", 2, 2, **FAST)
+    async with anyio.create_task_group() as group:
+
+        async def join() -> None:
+            with pytest.raises(RendezvousClosedError):
+                await node.next_rendezvous()
+
+        group.start_soon(join)
+        await anyio.wait_all_tasks_blocked()
+        assert await close_run(make_backend())
+    assert not await close_run(make_backend())  # already closed
+    assert (await read_status(make_backend())).closed
+    # A run nobody joined gets a closed record.
+    assert await close_run(MemoryBackend("never-used", MemoryStore()))

@@ -2,7 +2,8 @@
 
 Each command lives in its own module of this package and registers itself on the parser:
 :mod:`~arendezvous.cli.demo` (nodes form rounds through the async rendezvous),
-:mod:`~arendezvous.cli.inspect` (print a run's stored state) and :mod:`~arendezvous.cli.check`
+:mod:`~arendezvous.cli.inspect` (a run's rendezvous, decoded, once or as it changes),
+:mod:`~arendezvous.cli.close` (close a run from outside) and :mod:`~arendezvous.cli.check`
 (race clients against a store under faults and check the history is linearizable).
 """
 
@@ -14,12 +15,15 @@ from collections.abc import Sequence
 
 from .._errors import RendezvousError
 from .check import add_check_command
+from .close import add_close_command
 from .demo import add_demo_command
 from .inspect import add_inspect_command
 
 __all__ = ("build_parser", "main")
 
-_DESCRIPTION = "Async rendezvous backends: the demo, a state inspector and a fault checker."
+_DESCRIPTION = (
+    "Async rendezvous backends: the demo, inspecting and closing runs, and a fault checker."
+)
 
 _EXPECTED = (RendezvousError, ValueError, ImportError)
 """Errors a command reports in one line (exit status 1) instead of a traceback: a store that
@@ -32,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_demo_command(commands)
     add_inspect_command(commands)
+    add_close_command(commands)
     add_check_command(commands)
     return parser
 

@@ -83,17 +83,29 @@ Where it departs from PyTorch's handler, and why:
 from __future__ import annotations
 
 from ._handler import AsyncRendezvous as AsyncRendezvous
+from ._handler import Progress as Progress
 from ._handler import RendezvousInfo as RendezvousInfo
 from ._handler import RoundEnd as RoundEnd
 from ._handler import default_node_id as default_node_id
 from ._record import SCHEMA_VERSION as SCHEMA_VERSION
+from ._status import NodeStatus as NodeStatus
+from ._status import RunStatus as RunStatus
+from ._status import close_run as close_run
+from ._status import follow_status as follow_status
+from ._status import read_status as read_status
 from .sync import SyncRendezvous as SyncRendezvous
 
 __all__ = (
     "SCHEMA_VERSION",
     "AsyncRendezvous",
+    "NodeStatus",
+    "Progress",
     "RendezvousInfo",
     "RoundEnd",
+    "RunStatus",
     "SyncRendezvous",
+    "close_run",
     "default_node_id",
+    "follow_status",
+    "read_status",
 )

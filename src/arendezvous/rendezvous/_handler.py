@@ -32,8 +32,9 @@ from .._errors import (
 from .._members import Member, MemberTable, check_node
 from ._liveness import Liveness
 from ._record import RoundRecord, decode_record, encode_record
+from ._status import RunStatus, close_register, status_of
 
-__all__ = ("AsyncRendezvous", "RendezvousInfo", "RoundEnd", "default_node_id")
+__all__ = ("AsyncRendezvous", "Progress", "RendezvousInfo", "RoundEnd", "default_node_id")
 
 logger = logging.getLogger("arendezvous.rendezvous")
 
@@ -88,6 +89,25 @@ class RendezvousInfo:
     def round_id(self) -> str:
         """``"<incarnation>/<round>"``: unique to this round within the run, forever."""
         return f"{self.incarnation}/{self.round}"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How a join is going, as :meth:`AsyncRendezvous.progress` sees it (for an orchestrator to
+    show while ``next_rendezvous()`` waits).
+
+    :ivar status: the run as the store holds it (see :class:`~arendezvous.rendezvous.RunStatus`).
+    :ivar joined: the nodes in the round being formed (or the complete round's participants).
+    :ivar missing: how many more nodes the open round needs before it can complete
+        (``min_nodes`` minus those joined, at least 0; 0 once complete).
+    :ivar last_call_left: seconds left in the running last call, as this node times it on its own
+        clock; ``None`` when no last call runs (or this node has not seen it start).
+    """
+
+    status: RunStatus
+    joined: tuple[str, ...]
+    missing: int
+    last_call_left: float | None
 
 
 class RoundEnd(Enum):
@@ -273,6 +293,7 @@ class AsyncRendezvous:
         state, token, written = await self._register.set_state(encode_record(new), view.token)
         if written:
             return self._adopt((state, token)), True
+        logger.debug("node %r lost a write of the round record to another node's", self._node)
         return self._adopt(None if token is None else (state, token)), False
 
     async def _create(self) -> _View:
@@ -596,17 +617,23 @@ class AsyncRendezvous:
 
         A closed run stays closed. Cancellation leaves it closed or not, never half.
         """
+        if await close_register(self._register, self._highest_round + 1):
+            logger.info("node %r closed the run", self._node)
+
+    async def progress(self) -> Progress:
+        """How the run's current round is going: who has joined, how many are missing, the time
+        left in its last call (three store reads; writes nothing). Call it from another task
+        while :meth:`next_rendezvous` waits, e.g. once a second, to show progress.
+        """
         view = await self._read()
-        while True:
-            record = view.record
-            if record is not None and record.closed:
-                return
-            if record is None:
-                record = RoundRecord.new(self._highest_round + 1)
-            view, written = await self._write(view, record.closed_record())
-            if written:
-                logger.info("node %r closed the run", self._node)
-                return
+        record = view.record
+        status = await status_of(record, self._table)
+        joined = tuple(node.node for node in status.participants)
+        if record is None or record.complete:
+            return Progress(status, joined, 0, None)
+        due = self._last_call_due(record)
+        left = None if due is None else max(0.0, due - self._clock())
+        return Progress(status, joined, max(0, self._min_nodes - len(joined)), left)
 
     async def is_closed(self) -> bool:
         """Whether the run is closed (reads the store)."""

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from .._backend import AsyncRendezvousBackend
 from ..sync import SyncBackend
-from ._handler import AsyncRendezvous, RendezvousInfo, RoundEnd
+from ._handler import AsyncRendezvous, Progress, RendezvousInfo, RoundEnd
 
 __all__ = ("SyncRendezvous",)
 
@@ -120,6 +120,11 @@ class SyncRendezvous:
     def is_closed(self) -> bool:
         """Blocking :meth:`AsyncRendezvous.is_closed`."""
         return self._call(self._rendezvous.is_closed)
+
+    def progress(self) -> Progress:
+        """Blocking :meth:`AsyncRendezvous.progress` (callable from another thread while
+        :meth:`next_rendezvous` waits)."""
+        return self._call(self._rendezvous.progress)
 
     # -- the heartbeat, held open on the loop thread between __enter__ and __exit__ -------------
 
