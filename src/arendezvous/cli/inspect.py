@@ -64,7 +64,8 @@ async def _raw(args: argparse.Namespace) -> int:
     async with open_backend(args.url, run_id=args.run_id) as backend:
         current = await backend.get_state()
     if current is None:
-        print(f"run {args.run_id!r}: no state on {redact_url(args.url)}", file=sys.stderr)
+        print(f"arendezvous: run {args.run_id!r}: no state on {redact_url(args.url)}",
+              file=sys.stderr)
         return 1
     state, token = current
     print(f"run {args.run_id!r}: {len(state)} bytes, token {token!r}")
@@ -78,7 +79,8 @@ async def _decoded(args: argparse.Namespace) -> int:
         try:
             async for status in follow_status(backend, every=args.every):
                 if not status.exists and not args.follow:
-                    print(f"run {args.run_id!r}: no rendezvous on {redact_url(args.url)}",
+                    print(f"arendezvous: run {args.run_id!r}: no rendezvous on "
+                          f"{redact_url(args.url)}",
                           file=sys.stderr)
                     return 1
                 _show(args, status)
