@@ -38,6 +38,7 @@ from arendezvous.backends.postgres import (
     from_url,
 )
 from arendezvous.backends.postgres._sql import channel, encode
+from arendezvous.testing.members import MemberTableConformance
 from arendezvous.testing.network import NetworkBackendConformance
 from arendezvous.testing.stateful import backend_state_machine
 from servers.postgres import PostgresServer
@@ -155,6 +156,18 @@ class TestPostgresConformance(NetworkBackendConformance):
                 return number
 
         return await on_asyncio(count)
+
+
+class TestPostgresMembers(MemberTableConformance):
+    """The member table's contract, on asyncio and trio, in the default tables (every test has
+    a run of its own)."""
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return PostgresBackend(dsn(), run_id, heartbeat=300)
 
 
 def _state_machine_factory(run_id: str) -> AsyncRendezvousBackend:
