@@ -1,7 +1,7 @@
 """What the PostgreSQL member table stores and sends: its objects, their names and statements.
 
 Beside the state table ``<table>`` live ``<table>_members`` (one row per node of a run), the
-sequence its versions and seqs come from, an index on ``(run_id, group_name)`` and the function
+sequence its versions and seqs come from, an index on ``(run_id, group_name, seq)`` and the function
 ``<table>_members_put`` that does a put in one round trip (see :data:`CREATE_MEMBERS_SQL`).
 """
 
@@ -11,6 +11,7 @@ import hashlib
 from typing import Final, NamedTuple
 
 from ..._members import MAX_GROUP_LENGTH, MAX_MEMBER_VALUE, MAX_NODE_LENGTH
+from ._sql import DEFAULT_TABLE, quote_table
 
 __all__ = (
     "CREATE_MEMBERS_SQL",
@@ -54,6 +55,8 @@ def _record(row: str) -> str:
 
 
 CREATE_MEMBERS_SQL: Final = f"""\
+-- Not owned by the table: dropped with it and made again, it would start over (the rows'
+-- incarnations would still keep versions apart); kept, it numbers on.
 CREATE SEQUENCE IF NOT EXISTS {{sequence}};
 CREATE TABLE IF NOT EXISTS {{members}} (
     run_id text NOT NULL,
@@ -65,9 +68,9 @@ CREATE TABLE IF NOT EXISTS {{members}} (
     seq bigint NOT NULL DEFAULT nextval('{{sequence}}'),
     written_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (run_id, node)
-);
-ALTER SEQUENCE {{sequence}} OWNED BY {{members}}.version;
-CREATE INDEX IF NOT EXISTS {{index}} ON {{members}} (run_id, group_name);
+) WITH (fillfactor = 70);  -- room in each page, so a heartbeat's update stays in it (HOT)
+-- Counts a group, and lists it in seq order without sorting; a heartbeat changes none of it.
+CREATE INDEX IF NOT EXISTS {{index}} ON {{members}} (run_id, group_name, seq);
 CREATE OR REPLACE FUNCTION {{put}}(
     p_run_id text, p_node text, p_group text, p_value bytea,
     p_incarnation bytea, p_version bigint, p_new_incarnation bytea, p_lock bigint
@@ -89,8 +92,8 @@ BEGIN
         -- A put that cannot win returns the current row without waiting for the group's lock.
         IF p_version IS NULL THEN
             EXIT WHEN seen;
-        ELSIF NOT seen OR cur.version <> p_version OR cur.incarnation <> p_incarnation
-              OR NOT cur.valid THEN
+        ELSIF NOT seen OR cur.version IS DISTINCT FROM p_version
+              OR cur.incarnation IS DISTINCT FROM p_incarnation OR cur.valid IS NOT TRUE THEN
             EXIT;
         END IF;
         -- Puts into one group take turns, to the end of their transactions: the count below then
@@ -144,7 +147,7 @@ class MemberNames(NamedTuple):
     sequence: str
     """Its sequence, quoted like the table."""
     group_index: str
-    """Its index on ``(run_id, group_name)``, quoted, bare (an index lives in its table's
+    """Its index on ``(run_id, group_name, seq)``, quoted, bare (an index lives in its table's
     schema)."""
     put: str
     """The put function, quoted like the table."""
@@ -186,13 +189,14 @@ def member_names(table: str) -> MemberNames:
     )
 
 
-def create_members_sql(table: str) -> str:
-    """:data:`CREATE_MEMBERS_SQL` for the state table *table*: what the backend runs (under an
-    advisory lock) when the member table is missing, and what a DBA may run ahead of time."""
-    names = member_names(table)
-    return CREATE_MEMBERS_SQL.format(
-        members=names.members, sequence=names.sequence, index=names.group_index, put=names.put
-    )
+def create_members_sql(table: str = DEFAULT_TABLE) -> str:
+    """:data:`CREATE_MEMBERS_SQL` for a backend's ``table`` option: what the backend runs (under
+    an advisory lock) when the member table is missing, and what a DBA may run ahead of time.
+
+    :raises TypeError: *table* is not a ``str``.
+    :raises ValueError: *table* is not a name the backend accepts.
+    """
+    return MemberStatements(quote_table(table)[1]).create
 
 
 def group_lock_key(members: str, run_id: str, group: str) -> int:
@@ -209,7 +213,9 @@ class MemberStatements:
     def __init__(self, table: str) -> None:
         names = self.names = member_names(table)
         members = names.members
-        self.create = create_members_sql(table)
+        self.create = CREATE_MEMBERS_SQL.format(
+            members=members, sequence=names.sequence, index=names.group_index, put=names.put
+        )
         self.exists = "SELECT to_regclass($1) IS NOT NULL AND to_regprocedure($2) IS NOT NULL"
         self.get = f"SELECT {_record('m')} FROM {members} AS m WHERE m.run_id = $1 AND m.node = $2"
         self.members = (

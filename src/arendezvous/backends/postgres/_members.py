@@ -7,7 +7,7 @@ transaction: a cancelled write committed entirely or not at all, and the handle 
 server has finished it before the cancellation goes on (as for ``set_state``).
 
 * ``get``, ``members`` and ``count`` are one indexed ``SELECT`` each (by primary key; by
-  ``(run_id, group_name)``, members in ``seq`` order).
+  the index on ``(run_id, group_name, seq)``, which lists a group in ``seq`` order unsorted).
 * ``put`` calls ``<table>_members_put``: it reads the row (a loser returns it at once), takes a
   transaction-scoped advisory lock on a hash of (table, run id, group), writes, and counts the
   group. Each statement of a ``VOLATILE`` PL/pgSQL function reads a fresh snapshot, so the count,
