@@ -578,6 +578,17 @@ async def test_a_dropped_member_table_is_made_again_and_old_versions_stay_stale(
         assert (await members.put("b", "g", b"v", None)).group_size == 2  # made again
 
 
+async def test_puts_refuse_a_stricter_isolation_level() -> None:
+    """The put's count relies on READ COMMITTED (a fresh snapshot after the group's lock): on
+    connections defaulting to REPEATABLE READ it raises instead of miscounting, writing nothing."""
+    table = fresh_table()
+    strict = {"server_settings": {"default_transaction_isolation": "repeatable read"}}
+    async with PostgresBackend(dsn(), "strict", table=table, connect_kwargs=strict) as backend:
+        with pytest.raises(RendezvousConnectionError, match="READ COMMITTED.*REPEATABLE READ"):
+            await backend.member_table().put("a", "g", b"v", None)
+        assert await backend.member_table().count("g") == 0
+
+
 async def test_a_member_table_that_is_not_ours_raises_state_error() -> None:
     table = fresh_table()
     names = member_names(table)

@@ -83,8 +83,14 @@ DECLARE
     cur record;
     seen boolean := false;
 BEGIN
-    -- Each statement of a VOLATILE function reads a fresh snapshot (READ COMMITTED), so a
+    -- Each statement of a VOLATILE function reads a fresh snapshot under READ COMMITTED, so a
     -- statement after the lock sees every put into the group committed before it was granted.
+    -- Under a stricter level all would share the first one: refuse rather than miscount.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'the arendezvous member table needs READ COMMITTED transactions, '
+                        'not %', upper(current_setting('transaction_isolation'))
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
     FOR attempt IN 1..{_PUT_ATTEMPTS} LOOP
         SELECT {_record('m')} INTO cur
         FROM {{members}} AS m WHERE m.run_id = p_run_id AND m.node = p_node;
