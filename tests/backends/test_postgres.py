@@ -584,7 +584,7 @@ async def test_puts_refuse_a_stricter_isolation_level() -> None:
     table = fresh_table()
     strict = {"server_settings": {"default_transaction_isolation": "repeatable read"}}
     async with PostgresBackend(dsn(), "strict", table=table, connect_kwargs=strict) as backend:
-        with pytest.raises(RendezvousConnectionError, match="READ COMMITTED.*REPEATABLE READ"):
+        with pytest.raises(RendezvousConnectionError, match=r"READ COMMITTED.*REPEATABLE READ"):
             await backend.member_table().put("a", "g", b"v", None)
         assert await backend.member_table().count("g") == 0
 
@@ -685,9 +685,12 @@ async def test_cancelled_member_writes_leave_consistent_rows_and_clean_connectio
                     await members.put("a", group, b"v", member.version)
             current = await members.get("a")
             assert current is not None
-            if current.version != member.version:
-                assert current.group in (member.group, group)
-                assert current.seq == member.seq if current.group == member.group else True
+            if current.version != member.version:  # the write applied, whole
+                if current.group == member.group:  # a touch: the seq stays
+                    assert (current.seq, current.value) == (member.seq, member.value)
+                else:  # a put: into the new group, with a new seq
+                    assert (current.group, current.value) == (group, b"v")
+                    assert current.seq > member.seq
                 member = current
             assert await members.count(member.group) == 1
         async with raw_connection() as raw:
