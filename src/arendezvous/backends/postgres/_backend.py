@@ -273,7 +273,10 @@ class PostgresBackend(NetworkBackend):
             if not await connection.fetchval(objects.exists, *objects.exists_args):
                 async with connection.transaction():
                     await connection.execute("SELECT pg_advisory_xact_lock($1)", objects.lock_key)
-                    await connection.execute(objects.create)
+                    # Looked at again: another node may have made them while this one waited (a
+                    # CREATE OR REPLACE of its function would then need to own it).
+                    if not await connection.fetchval(objects.exists, *objects.exists_args):
+                        await connection.execute(objects.create)
         objects.ready = True
 
     # -- the member table ----------------------------------------------------------------------
