@@ -13,31 +13,40 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from datetime import timedelta
+from typing import Any, Protocol, TypeVar
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import settings
 
 from _network import ReadCounter, on_asyncio
 from arendezvous import (
     AsyncRendezvousBackend,
+    BackendClosedError,
     RendezvousConnectionError,
     RendezvousStateError,
     SyncBackend,
     Token,
     open_backend,
 )
+from arendezvous._members import MAX_GROUP_LENGTH, MAX_MEMBER_VALUE
 from arendezvous.backends.postgres import (
     CREATE_TABLE_SQL,
     DEFAULT_TABLE,
     PostgresBackend,
+    PostgresMemberTable,
+    PostgresMemberVersion,
     PostgresToken,
+    create_members_sql,
     from_url,
 )
+from arendezvous.backends.postgres._member_sql import member_names
 from arendezvous.backends.postgres._sql import channel, encode
+from arendezvous.testing.members import MemberTableConformance
 from arendezvous.testing.network import NetworkBackendConformance
 from arendezvous.testing.stateful import backend_state_machine
 from servers.postgres import PostgresServer
@@ -45,6 +54,8 @@ from servers.postgres import PostgresServer
 asyncpg = pytest.importorskip("asyncpg")
 
 pytestmark = pytest.mark.anyio
+
+_T = TypeVar("_T")
 
 PASSWORD = "pg-s3cret-Pa55"
 _servers: dict[str, PostgresServer] = {}
@@ -155,6 +166,18 @@ class TestPostgresConformance(NetworkBackendConformance):
                 return number
 
         return await on_asyncio(count)
+
+
+class TestPostgresMembers(MemberTableConformance):
+    """The member table's contract, on asyncio and trio, in the default tables (every test has
+    a run of its own)."""
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return PostgresBackend(dsn(), run_id, heartbeat=300)
 
 
 def _state_machine_factory(run_id: str) -> AsyncRendezvousBackend:
@@ -319,6 +342,402 @@ async def test_a_state_corrupted_in_place_is_refused_by_the_token_holder() -> No
             with pytest.raises(RendezvousStateError):
                 await backend.get_state()
         assert await raw.fetchval(f'SELECT state FROM "{table}"') == b"xx"
+
+
+# -- the member table ---------------------------------------------------------------------------
+
+
+async def raw_member_row(table: str, run_id: str, node: str, *, connection: Any) -> Any:
+    """The member row as stored, every column."""
+    return await connection.fetchrow(
+        f"SELECT * FROM {member_names(table).members} WHERE run_id = $1 AND node = $2",
+        run_id,
+        node,
+    )
+
+
+async def test_member_rows_sit_beside_the_state_table() -> None:
+    """One row per node in ``<table>_members`` of the table's schema: the record's fields, a
+    16-byte incarnation kept by puts and touches, versions and seqs from the table's sequence, and
+    the server's time of the last write; no password in the table's repr."""
+    schema = f"s_{uuid.uuid4().hex[:8]}"
+    async with raw_connection() as raw:
+        await raw.execute(f'CREATE SCHEMA "{schema}"')
+        table = f"{schema}.Rdzv"
+        async with PostgresBackend(dsn(), "layout", table=table) as backend:
+            members = backend.member_table()
+            assert backend.member_table() is members  # one per handle
+            assert isinstance(members, PostgresMemberTable)
+            assert PASSWORD not in repr(members)
+            first, written, size = await members.put("a", "g", b"owner", None)
+            assert (written, size) == (True, 1)
+            assert first is not None
+            row = await raw_member_row(table, "layout", "a", connection=raw)
+            assert row["group_name"] == "g"
+            assert row["value"] == b"owner"
+            assert len(row["incarnation"]) == 16
+            assert first.version == PostgresMemberVersion(row["incarnation"], row["version"])
+            assert first.seq == row["seq"]
+            on_server = await raw.fetchval("SELECT clock_timestamp() - $1", row["written_at"])
+            assert 0 <= on_server.total_seconds() < 5
+            touched = await members.touch("a", first.version)
+            assert touched is not None
+            moved, _, _ = await members.put("a", "h", b"owner", touched.version)
+            assert moved is not None
+            after = await raw_member_row(table, "layout", "a", connection=raw)
+            assert after["incarnation"] == row["incarnation"]
+            versions = [first.version.version, touched.version.version, moved.version.version]  # type: ignore[attr-defined]
+            assert versions == sorted(versions)
+            assert (touched.seq, moved.seq) == (first.seq, after["seq"])
+            assert moved.seq > first.seq
+            names = member_names(table)
+            assert names.plain == f"{schema}.Rdzv_members"
+            assert await raw.fetchval(
+                "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL "
+                "AND to_regclass($3) IS NOT NULL",
+                names.members, names.sequence, f'"{schema}".{names.group_index}',
+            )  # fmt: skip
+            # Member records are not the state: the state table has no row for the run.
+            assert await backend.get_state() is None
+
+
+async def test_ages_are_told_by_the_server_clock() -> None:
+    """A record's age is the server's time since its last write, whatever the client's clock
+    says; a write "from the future" (the server's clock stepped back) reads as age zero."""
+    table = fresh_table()
+    async with PostgresBackend(dsn(), "ages", table=table) as backend, raw_connection() as raw:
+        members = backend.member_table()
+        await members.put("a", "g", b"v", None)
+        update = (
+            f"UPDATE {member_names(table).members} SET written_at = clock_timestamp() + $2 "
+            "WHERE run_id = 'ages' AND node = $1"
+        )
+        await raw.execute(update, "a", timedelta(seconds=-100))
+        aged = await members.get("a")
+        assert aged is not None
+        assert aged.age is not None
+        assert 100 <= aged.age < 100 + backend.timeout
+        [listed] = await members.members("g")
+        assert listed.age is not None
+        assert listed.age >= 100
+        await raw.execute(update, "a", timedelta(hours=1))
+        future = await members.get("a")
+        assert future is not None
+        assert future.age == 0.0
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("value", b"x" * (MAX_MEMBER_VALUE + 1)),
+        ("incarnation", b"\x01\x02\x03"),
+        ("group_name", "g" * (MAX_GROUP_LENGTH + 1)),
+        ("written_at", "infinity"),
+    ],
+    ids=["value too long", "short incarnation", "group too long", "infinite time"],
+)
+async def test_a_corrupt_member_row_raises_and_is_never_overwritten(
+    column: str, value: object
+) -> None:
+    """A row changed behind the backend's back into one it never writes, its version kept: every
+    operation meeting it raises RendezvousStateError -- the version's holder's too -- and the row
+    stays as it is."""
+    table = fresh_table()
+    async with PostgresBackend(dsn(), "rot", table=table) as backend, raw_connection() as raw:
+        members = backend.member_table()
+        held = await members.put("a", "g", b"v", None)
+        assert held.member is not None
+        version = held.member.version
+        cast = "::text::timestamptz" if column == "written_at" else ""
+        await raw.execute(
+            f"UPDATE {member_names(table).members} SET {column} = $1{cast} WHERE node = 'a'",
+            value,
+        )
+        before = await raw_member_row(table, "rot", "a", connection=raw)
+        calls: list[Any] = [
+            members.get("a"),
+            members.put("a", "h", b"w", version),
+            members.put("a", "h", b"w", None),
+            members.touch("a", version),
+            members.delete("a", version),
+        ]
+        if column != "group_name":
+            calls.append(members.members("g"))
+        for call in calls:
+            with pytest.raises(RendezvousStateError, match=r"'a'.*not one arendezvous writes"):
+                await call
+        assert await raw_member_row(table, "rot", "a", connection=raw) == before
+        assert await members.count("h") == 0
+
+
+async def test_member_writes_notify_nobody() -> None:
+    """Puts, touches and deletes send nothing on the run's channel (a heartbeat wakes nobody):
+    the first notice the listener gets is the state write made after them."""
+    table, run_id = fresh_table(), "quiet"
+    received: list[str] = []
+    arrived = anyio.Event()
+
+    def on_notice(*args: Any) -> None:
+        received.append(args[3])
+        arrived.set()
+
+    async with PostgresBackend(dsn(), run_id, table=table) as backend, raw_connection() as raw:
+        await backend.get_state()  # creates the state table
+        await raw.add_listener(channel(table, run_id), on_notice)
+        members = backend.member_table()
+        member, _, _ = await members.put("a", "g", b"v", None)
+        assert member is not None
+        for _ in range(3):
+            touched = await members.touch("a", member.version)
+            assert touched is not None
+            member = touched
+        moved, _, _ = await members.put("a", "h", b"v", member.version)
+        assert moved is not None
+        assert await members.delete("a", moved.version)
+        _, token, _ = await backend.set_state(b"state")
+        with anyio.fail_after(10):
+            await arrived.wait()
+        # Notices arrive in commit order: one from a member write would have come first.
+        assert received == [str(token.version)]  # type: ignore[attr-defined]
+
+
+async def test_many_handles_create_the_member_table_at_once() -> None:
+    table = fresh_table()
+    backends = [PostgresBackend(dsn(), "create", table=table) for _ in range(8)]
+    sizes: list[int] = []
+
+    async def join(index: int, backend: PostgresBackend) -> None:
+        _, written, size = await backend.member_table().put(f"n{index}", "g", b"v", None)
+        assert written
+        sizes.append(size)
+
+    try:
+        async with anyio.create_task_group() as group:
+            for index, backend in enumerate(backends):
+                group.start_soon(join, index, backend)
+    finally:
+        for backend in backends:
+            await backend.aclose()
+    assert sorted(sizes) == list(range(1, 9))
+    names = member_names(table)
+    async with raw_connection() as raw:
+        assert await raw.fetchval(
+            "SELECT to_regclass($1) IS NOT NULL AND to_regprocedure($2) IS NOT NULL",
+            names.members, names.put_signature,
+        )  # fmt: skip
+
+
+async def test_a_role_without_create_privilege_uses_a_member_table_made_by_a_dba() -> None:
+    """A DBA runs ``create_members_sql(table)`` and grants the documented privileges; a role that
+    may create nothing then uses the table. Without it, that role gets "permission denied"."""
+    table, role = fresh_table(), f"r_{uuid.uuid4().hex[:8]}"
+    names = member_names(table)
+    async with raw_connection() as connection:
+        await connection.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD 'limited-pw'")
+        await connection.execute(create_members_sql(table))
+        await connection.execute(
+            f'GRANT SELECT, INSERT, UPDATE, DELETE ON {names.members} TO "{role}"'
+        )
+        await connection.execute(f'GRANT USAGE ON SEQUENCE {names.sequence} TO "{role}"')
+    limited = dsn().replace(f"postgres:{PASSWORD}@", f"{role}:limited-pw@")
+    async with PostgresBackend(limited, "limited", table=table) as backend:
+        members = backend.member_table()
+        member, written, size = await members.put("a", "g", b"v", None)
+        assert (written, size) == (True, 1)
+        assert member is not None
+        touched = await members.touch("a", member.version)
+        assert touched is not None
+        assert [m.node for m in await members.members("g")] == ["a"]
+        assert await members.count("g") == 1
+        assert await members.delete("a", touched.version)
+    async with PostgresBackend(limited, "limited", table=fresh_table()) as backend:
+        with pytest.raises(RendezvousConnectionError, match="permission denied"):
+            await backend.member_table().get("a")
+
+
+async def test_a_dropped_member_table_is_made_again_and_old_versions_stay_stale() -> None:
+    table = fresh_table()
+    names = member_names(table)
+    async with PostgresBackend(dsn(), "dropped", table=table) as backend:
+        members = backend.member_table()
+        old, _, _ = await members.put("a", "g", b"v", None)
+        assert old is not None
+        async with raw_connection() as raw:
+            await raw.execute(f"DROP TABLE {names.members}; DROP SEQUENCE {names.sequence}")
+        assert await members.get("a") is None
+        new, written, size = await members.put("a", "g", b"v", None)
+        assert (written, size) == (True, 1)
+        assert new is not None
+        # The new sequence starts over; the row's incarnation still tells the versions apart.
+        assert new.version.version == old.version.version  # type: ignore[attr-defined]
+        assert new.version != old.version
+        assert await members.touch("a", old.version) is None
+        assert not (await members.put("a", "h", b"w", old.version)).written
+        async with raw_connection() as raw:
+            await raw.execute(f"DROP FUNCTION {names.put_signature}")
+        assert (await members.put("b", "g", b"v", None)).group_size == 2  # made again
+
+
+async def test_puts_refuse_a_stricter_isolation_level() -> None:
+    """The put's count relies on READ COMMITTED (a fresh snapshot after the group's lock): on
+    connections defaulting to REPEATABLE READ it raises instead of miscounting, writing nothing."""
+    table = fresh_table()
+    strict = {"server_settings": {"default_transaction_isolation": "repeatable read"}}
+    async with PostgresBackend(dsn(), "strict", table=table, connect_kwargs=strict) as backend:
+        with pytest.raises(RendezvousConnectionError, match=r"READ COMMITTED.*REPEATABLE READ"):
+            await backend.member_table().put("a", "g", b"v", None)
+        assert await backend.member_table().count("g") == 0
+
+
+async def test_a_member_table_that_is_not_ours_raises_state_error() -> None:
+    table = fresh_table()
+    names = member_names(table)
+    async with raw_connection() as raw:
+        await raw.execute(f"CREATE TABLE {names.members} (run_id text, node text, data text)")
+        await raw.execute(f"INSERT INTO {names.members} VALUES ('r', 'a', 'theirs')")
+        async with PostgresBackend(dsn(), "r", table=table) as backend:
+            with pytest.raises(RendezvousStateError, match="layout"):
+                await backend.member_table().put("a", "g", b"mine?", None)
+        assert await raw.fetchval(f"SELECT data FROM {names.members}") == "theirs"
+
+
+async def test_long_table_names_get_distinct_member_tables() -> None:
+    """PostgreSQL truncates names over 63 bytes, silently: the member table's objects of a long
+    table name end in a hash of it instead, so two long names never share them."""
+    stem = f"t_{uuid.uuid4().hex[:12]}"
+    first, second = (stem + "x" * (61 - len(stem)) + end for end in ("_1", "_2"))
+    assert len(first) == 63
+    for table in (first, second):
+        for name in member_names(table)[:5]:
+            assert max(len(part.strip('"')) for part in name.split("(")[0].split(".")) <= 63
+    assert member_names(first).members != member_names(second).members
+    for table in (first, second):
+        async with PostgresBackend(dsn(), "long", table=table) as backend:
+            _, written, size = await backend.member_table().put("a", "g", table.encode(), None)
+            assert (written, size) == (True, 1)
+    for table in (first, second):
+        async with PostgresBackend(dsn(), "long", table=table) as backend:
+            got = await backend.member_table().get("a")
+            assert got is not None
+            assert got.value == table.encode()
+
+
+class _Step(Protocol):
+    """Awaits a call, checking something about it."""
+
+    def __call__(self, call: Awaitable[_T]) -> Awaitable[_T]: ...
+
+
+async def test_every_member_operation_is_one_statement() -> None:
+    """Once the table exists and the connection has prepared its statements, each operation,
+    winning or losing, sends exactly one query (a put's lock, write and count run inside one
+    function call)."""
+    table = fresh_table()
+    async with PostgresBackend(dsn(), "trips", table=table, pool_size=1) as backend:
+        members = backend.member_table()
+        logged: list[str] = []
+
+        async def scenario(node: str, step: _Step) -> None:
+            member = (await step(members.put(node, "g", b"v", None))).member
+            assert member is not None
+            touched = await step(members.touch(node, member.version))
+            assert touched is not None
+            assert await step(members.touch(node, member.version)) is None
+            moved = (await step(members.put(node, "h", b"v", touched.version))).member
+            assert moved is not None
+            assert not (await step(members.put(node, "h", b"v", touched.version))).written
+            assert not (await step(members.put(node, "h", b"v", None))).written
+            assert await step(members.get(node)) is not None
+            assert [m.node for m in await step(members.members("h"))] == [node]
+            assert await step(members.count("h")) == 1
+            assert not await step(members.delete(node, touched.version))
+            assert await step(members.delete(node, moved.version))
+
+        async def as_is(call: Awaitable[_T]) -> _T:
+            return await call
+
+        async def one_query(call: Awaitable[_T]) -> _T:
+            logged.clear()
+            result = await call
+            await anyio.lowlevel.checkpoint()  # asyncpg logs with call_soon: let those run
+            assert len(logged) == 1, logged
+            return result
+
+        await scenario("a", as_is)  # creates the table and prepares every statement
+        assert backend._bound is not None
+        [connection] = backend._bound.client.idle
+        connection.add_query_logger(lambda query: logged.append(query.query))
+        await scenario("b", one_query)
+
+
+async def test_cancelled_member_writes_leave_consistent_rows_and_clean_connections() -> None:
+    table = fresh_table()
+    async with PostgresBackend(dsn(), "cancel", table=table) as backend:
+        members = backend.member_table()
+        member, _, _ = await members.put("a", "g0", b"v", None)
+        assert member is not None
+        for attempt in range(60):
+            group = f"g{attempt + 1}"
+            with anyio.move_on_after(0.0002 * (attempt % 15)):
+                if attempt % 3 == 2:
+                    await members.touch("a", member.version)
+                else:
+                    await members.put("a", group, b"v", member.version)
+            current = await members.get("a")
+            assert current is not None
+            if current.version != member.version:  # the write applied, whole
+                if current.group == member.group:  # a touch: the seq stays
+                    assert (current.seq, current.value) == (member.seq, member.value)
+                else:  # a put: into the new group, with a new seq
+                    assert (current.group, current.value) == (group, b"v")
+                    assert current.seq > member.seq
+                member = current
+            assert await members.count(member.group) == 1
+        async with raw_connection() as raw:
+            states = await raw.fetch(
+                "SELECT state FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            )
+        assert not [row for row in states if "transaction" in (row["state"] or "")], states
+        assert backend._bound is not None
+        for connection in backend._bound.client.idle:
+            assert not connection.is_closed()
+            assert not connection.is_in_transaction()
+        assert (await members.put("a", "after", b"v", member.version)).written
+
+
+async def test_bad_member_input_and_foreign_versions_never_reach_the_server() -> None:
+    """Against a port nobody listens on: bad arguments raise TypeError/ValueError, and a version
+    that is not a sendable PostgresMemberVersion (a float or a huge number inside, a subclass) is
+    simply not current -- neither is sent, so neither meets the connection error."""
+    from servers import free_port
+
+    backend = PostgresBackend(f"postgresql://u@127.0.0.1:{free_port()}/db", "r")
+    members = backend.member_table()
+    with pytest.raises(TypeError):
+        await members.touch(7, PostgresMemberVersion(b"x" * 16, 1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await members.put("a", "g", "text", None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        await members.count("")
+
+    class Subclass(PostgresMemberVersion):
+        __slots__ = ()
+
+    for garbage in (
+        PostgresMemberVersion(b"x" * 16, 2**63),
+        PostgresMemberVersion(b"x" * 16, 1.0),  # type: ignore[arg-type]
+        PostgresMemberVersion(bytearray(16), 1),  # type: ignore[arg-type]
+        Subclass(b"x" * 16, 1),
+        PostgresToken(b"x" * 16, 1),
+    ):
+        assert await members.touch("a", garbage) is None
+        assert await members.delete("a", garbage) is False
+    with pytest.raises(RendezvousConnectionError):
+        await members.get("a")  # this one is sent
+    await backend.aclose()
+    with pytest.raises(BackendClosedError):
+        await members.touch("a", PostgresToken(b"x" * 16, 1))
 
 
 # -- notification and waiting ------------------------------------------------------------------

@@ -23,6 +23,12 @@ place, its version kept, is returned and refused, never overwritten.
 it): ``LISTEN`` first, then a read; every notice, and every reconnect, is followed by another read,
 so a lost notice only costs latency.
 
+The run's member table (:meth:`PostgresBackend.member_table`, see :mod:`._members`) keeps one
+row per node in ``<table>_members`` beside the state table, made on first use like it
+(:data:`CREATE_MEMBERS_SQL`, :func:`create_members_sql`): every operation one round trip, a put
+returning its group's size counted atomically with the write, ages by the server's clock, and
+no ``NOTIFY``, so a heartbeat wakes nobody. Its versions are :class:`PostgresMemberVersion`.
+
 Connections: a small pool of the handle's own (``_pool`` says why not ``asyncpg.Pool``), plus the
 listening connection while anyone waits.
 
@@ -32,24 +38,31 @@ connection, not per call -- enforces per-statement timeouts with a timer rather 
 hands ``NOTIFY`` to a plain callback, which is all a listener needs. It runs only on asyncio; from
 trio, the backend runs it on arendezvous's asyncio loop thread.
 
-The package: ``_sql`` (what is stored and sent), ``_backend`` (the handle), ``_pool``, ``_feed``
-(the listener), ``_dsn`` and ``_url`` (URLs).
+The package: ``_sql`` (what is stored and sent), ``_backend`` (the handle), ``_members`` and
+``_member_sql`` (the member table and its SQL), ``_pool``, ``_feed`` (the listener), ``_dsn`` and
+``_url`` (URLs).
 """
 
 from __future__ import annotations
 
 from .._network import DEFAULT_TIMEOUT
 from ._backend import DEFAULT_HEARTBEAT, DEFAULT_POOL_SIZE, PostgresBackend
+from ._member_sql import CREATE_MEMBERS_SQL, create_members_sql
+from ._members import PostgresMemberTable, PostgresMemberVersion
 from ._sql import CREATE_TABLE_SQL, DEFAULT_TABLE, PostgresToken
 from ._url import from_url
 
 __all__ = (
+    "CREATE_MEMBERS_SQL",
     "CREATE_TABLE_SQL",
     "DEFAULT_HEARTBEAT",
     "DEFAULT_POOL_SIZE",
     "DEFAULT_TABLE",
     "DEFAULT_TIMEOUT",
     "PostgresBackend",
+    "PostgresMemberTable",
+    "PostgresMemberVersion",
     "PostgresToken",
+    "create_members_sql",
     "from_url",
 )

@@ -17,6 +17,8 @@ from .._network import DEFAULT_TIMEOUT, NetworkBackend, check_seconds
 from .._urlparse import TlsOptions
 from ._dsn import check_dsn, shown_dsn, with_tls
 from ._feed import ListenFeed
+from ._member_sql import MemberStatements
+from ._members import PostgresMemberTable
 from ._pool import ConnectionPool, time_left
 from ._sql import (
     DEFAULT_TABLE,
@@ -43,6 +45,34 @@ DEFAULT_HEARTBEAT: Final = 10.0
 """Seconds ``wait_for_change`` waits for a notice before checking the listening connection."""
 
 _INSERT_ATTEMPTS = 8
+
+_WRITES: Final = frozenset({"set_state", "member put", "member touch", "member delete"})
+"""The operations whose cancellation is settled (see :meth:`PostgresBackend._run_in`)."""
+
+
+class _Objects:
+    """Database objects a handle makes on first use (the state table; the member table and its
+    companions): how to tell they exist, how to create them, and whether this handle knows they
+    do. Creation runs under a transaction-scoped advisory lock, so many nodes may start at once
+    (concurrent ``CREATE ... IF NOT EXISTS`` can still collide, on a row type's unique name)."""
+
+    __slots__ = ("create", "exists", "exists_args", "lock_key", "missing", "ready")
+
+    def __init__(
+        self,
+        *,
+        exists: str,
+        exists_args: tuple[str, ...],
+        create: str,
+        lock_key: int,
+        missing: tuple[type[BaseException], ...],
+    ) -> None:
+        self.exists = exists  # a query answering one boolean
+        self.exists_args = exists_args
+        self.create = create
+        self.lock_key = lock_key
+        self.missing = missing  # what a statement raises when an object was dropped since
+        self.ready = False
 
 
 async def _settle(connection: Any, deadline: float) -> bool:
@@ -131,7 +161,14 @@ class PostgresBackend(NetworkBackend):
         self._where = f"{shown_dsn(self._dsn)} (table {self._table})"
         self._sql = Statements(self._table_sql)
         self._errors = error_table(self._asyncpg)
-        self._table_ready = False
+        self._state_objects = _Objects(
+            exists="SELECT to_regclass($1) IS NOT NULL",
+            exists_args=(self._table_sql,),
+            create=self._sql.create,
+            lock_key=advisory_key(self._table_sql),
+            missing=(self._asyncpg.UndefinedTableError,),
+        )
+        self._members: PostgresMemberTable | None = None
         # The latest token this handle saw and the stored bytes it came with, so that a write
         # with it can check in SQL that the row still holds them (see Statements.update).
         self._known: tuple[PostgresToken, bytes] | None = None
@@ -179,31 +216,44 @@ class PostgresBackend(NetworkBackend):
     def _ping_interval(self) -> float:
         return min(self._heartbeat, self._timeout)
 
-    async def _run(
+    def _run(
         self, pool: ConnectionPool, what: str, operation: Callable[..., Awaitable[_T]], *args: Any
+    ) -> Awaitable[_T]:
+        """:meth:`_run_in` on the state table (its coroutine, not awaited: a frame less)."""
+        return self._run_in(pool, self._state_objects, what, operation, *args)
+
+    async def _run_in(
+        self,
+        pool: ConnectionPool,
+        objects: _Objects,
+        what: str,
+        operation: Callable[..., Awaitable[_T]],
+        *args: Any,
     ) -> _T:
-        """Run ``operation(connection, deadline, *args)`` on a pooled connection, errors mapped.
+        """Run ``operation(connection, deadline, *args)`` on a pooled connection, errors mapped,
+        once *objects* exist (made on first use, and again if dropped behind our back).
 
         Every step (waiting for a slot, connecting, each statement) ends by one deadline,
         :attr:`timeout` seconds from now, through asyncpg's own timeouts: no cancel scope on the
-        hot path. A write cancelled mid-statement is settled before the cancellation goes on: a
-        ``SELECT 1`` on the same connection (shielded, within the deadline) returns only once the
-        server has finished the statement, committed or rolled back, so a cancelled
-        ``set_state`` never applies after it returned; the connection is then clean, and reused.
+        hot path. A write (*what* in :data:`_WRITES`) cancelled mid-statement is settled before
+        the cancellation goes on: a ``SELECT 1`` on the same connection (shielded, within the
+        deadline) returns only once the server has finished the statement, committed or rolled
+        back, so a cancelled write never applies after it returned; the connection is then
+        clean, and reused.
         """
         deadline = pool.loop.time() + self._timeout
         with self._mapped(what):
             connection = await pool.acquire(deadline)
             reusable = False
             try:
-                if not self._table_ready:
-                    await self._create_table(connection, deadline)
+                if not objects.ready:
+                    await self._create(connection, deadline, objects)
                 try:
                     result = await operation(connection, deadline, *args)
-                except self._asyncpg.UndefinedTableError:
+                except objects.missing:
                     # Dropped behind our back; the statement failed before writing anything.
-                    self._table_ready = False
-                    await self._create_table(connection, deadline)
+                    objects.ready = False
+                    await self._create(connection, deadline, objects)
                     result = await operation(connection, deadline, *args)
                 reusable = True
                 return result
@@ -211,27 +261,48 @@ class PostgresBackend(NetworkBackend):
                 reusable = True  # the server answered: the connection is in a known state
                 raise
             except BaseException as exc:
-                if what == "set_state" and not isinstance(exc, Exception):  # cancelled
+                if what in _WRITES and not isinstance(exc, Exception):  # cancelled
                     reusable = await _settle(connection, deadline)
                 raise
             finally:
                 pool.release(connection, reusable=reusable)
 
-    async def _create_table(self, connection: Any, deadline: float) -> None:
+    async def _create(self, connection: Any, deadline: float, objects: _Objects) -> None:
         # Runs once per handle: a cancel scope bounds it, the transaction's rollback included.
         with anyio.fail_after(time_left(asyncio.get_running_loop(), deadline)):
-            exists = await connection.fetchval(
-                "SELECT to_regclass($1) IS NOT NULL", self._table_sql
-            )
-            if not exists:
-                # Concurrent CREATE TABLE IF NOT EXISTS can still collide (on the row type's
-                # unique name); a transaction-scoped advisory lock lets one node create it.
+            if not await connection.fetchval(objects.exists, *objects.exists_args):
                 async with connection.transaction():
-                    await connection.execute(
-                        "SELECT pg_advisory_xact_lock($1)", advisory_key(self._table_sql)
-                    )
-                    await connection.execute(self._sql.create)
-        self._table_ready = True
+                    await connection.execute("SELECT pg_advisory_xact_lock($1)", objects.lock_key)
+                    # Looked at again: another node may have made them while this one waited (a
+                    # CREATE OR REPLACE of its function would then need to own it).
+                    if not await connection.fetchval(objects.exists, *objects.exists_args):
+                        await connection.execute(objects.create)
+        objects.ready = True
+
+    # -- the member table ----------------------------------------------------------------------
+
+    def member_table(self) -> PostgresMemberTable:
+        """The run's member records: one row per node in ``<table>_members``, made on first use
+        (see :class:`PostgresMemberTable`). One table per handle, on the handle's connections;
+        it closes with the handle."""
+        if self._members is None:
+            statements = MemberStatements(self._table)
+            names = statements.names
+            self._members = PostgresMemberTable(
+                self,
+                statements,
+                _Objects(
+                    exists=statements.exists,
+                    exists_args=(names.members, names.put_signature),
+                    create=statements.create,
+                    lock_key=advisory_key(names.members),
+                    missing=(
+                        self._asyncpg.UndefinedTableError,
+                        self._asyncpg.UndefinedFunctionError,
+                    ),
+                ),
+            )
+        return self._members
 
     # -- reads and writes ----------------------------------------------------------------------
 

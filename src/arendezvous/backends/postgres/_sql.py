@@ -26,6 +26,7 @@ __all__ = (
     "error_table",
     "quote_table",
     "sendable",
+    "sendable_fields",
 )
 
 DEFAULT_TABLE: Final = "arendezvous_state"
@@ -68,12 +69,14 @@ class PostgresToken:
 def sendable(token: object) -> bool:
     """A PostgresToken with a bytes incarnation and a bigint version: only such a token is
     compared or sent (asyncpg refuses other types, and truncates a float version)."""
-    return (
-        type(token) is PostgresToken
-        and type(token.incarnation) is bytes
-        and type(token.version) is int
-        and -(2**63) <= token.version < 2**63
-    )
+    return type(token) is PostgresToken and sendable_fields(token.incarnation, token.version)
+
+
+def sendable_fields(incarnation: object, version: object) -> bool:
+    """Whether an incarnation and a version taken from a caller's token (or member version) may
+    be sent: exactly ``bytes`` and an ``int`` in bigint's range, checked by exact type so that no
+    subclass's methods run."""
+    return type(incarnation) is bytes and type(version) is int and -(2**63) <= version < 2**63
 
 
 def encode(state: bytes) -> bytes:
