@@ -233,10 +233,8 @@ async def _our_worker(job: Job) -> None:
                         ranks=[info.rank for _, info in joined],
                         round_id=joined[0][1].round_id, calls=counter.calls)
             while await anyio.to_thread.run_sync(_read_command) == "steady":
-                before = (counter.calls, counter.record_calls)
-                await _steady(nodes, job.heartbeat)
-                _report(calls=counter.calls - before[0],
-                        record_calls=counter.record_calls - before[1])
+                calls, record_calls = await _steady(nodes, job.heartbeat, counter)
+                _report(calls=calls, record_calls=record_calls)
             group.cancel_scope.cancel()
     finally:
         for handle in handles:
@@ -277,19 +275,28 @@ async def _all(
     return results
 
 
-async def _steady(nodes: list[AsyncRendezvous], heartbeat: float) -> None:
-    """Every node waits for its round's end while STEADY_INTERVALS heartbeats go by."""
+async def _steady(
+    nodes: list[AsyncRendezvous], heartbeat: float, counter: Counter
+) -> tuple[int, int]:
+    """Every node waits for its round's end while STEADY_INTERVALS heartbeats go by; return the
+    store calls made meanwhile, all and on the round record. Counting starts one heartbeat after
+    the waits began, so the read each wait makes on entry is not counted."""
     ended: list[RoundEnd | None] = []
 
     async def wait(node: AsyncRendezvous) -> None:
         ended.append(await node.wait_for_round_end())
 
-    with anyio.move_on_after(STEADY_INTERVALS * heartbeat):
-        async with anyio.create_task_group() as group:
-            for node in nodes:
-                group.start_soon(wait, node)
+    async with anyio.create_task_group() as group:
+        for node in nodes:
+            group.start_soon(wait, node)
+        await anyio.sleep(heartbeat)
+        before = (counter.calls, counter.record_calls)
+        await anyio.sleep(STEADY_INTERVALS * heartbeat)
+        after = (counter.calls, counter.record_calls)
+        group.cancel_scope.cancel()
     if ended:
         raise RuntimeError(f"a round ended during the steady-state row: {ended}")
+    return after[0] - before[0], after[1] - before[1]
 
 
 def _torch_worker(job: Job) -> None:
