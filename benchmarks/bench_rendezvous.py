@@ -12,8 +12,9 @@ and member-table call the nodes made, counted by a wrapper, divided by N):
 * **torch**: its handler over its C10d backend on a ``TCPStore`` served by this script, same
   shape, N = 64 and 128 as threads over 4 processes; the ratio is torch's time over ours;
 * **steady state**: a formed round of N = 64 and 256 waits in ``wait_for_round_end()`` while
-  heartbeats go on (``heartbeat = 0.5 s``): store calls per node per heartbeat interval, and how
-  many of them woke a waiter (calls of the round record: should be none);
+  heartbeats go on (``heartbeat = 0.5 s``, evicted after 3 missed): store calls per node per
+  heartbeat interval, and how many calls of the round record were made meanwhile, each a waiter
+  woken (should be none);
 * **small rounds** as processes (N = 2, 8, 16; file backend and each store; ``min = max``), and
   the last call's overshoot: completion minus (the moment the last call started + L);
 * **a death**: four processes in a round, one SIGKILLed: time until the three others hold the
@@ -188,17 +189,19 @@ class Job:
     heartbeat: float
     shared_handle: bool = False
     rounds: int = 1
+    missed: int = MAX_MISSED  # heartbeats missed before a node is evicted
 
     def argv(self) -> list[str]:
         return [self.kind, self.target, self.run_id, str(self.first), str(self.count),
                 str(self.low), str(self.high), str(self.last_call), str(self.heartbeat),
-                "1" if self.shared_handle else "0", str(self.rounds)]
+                "1" if self.shared_handle else "0", str(self.rounds), str(self.missed)]
 
     @classmethod
     def parse(cls, argv: list[str]) -> Job:
-        kind, target, run_id, first, count, low, high, last_call, heartbeat, shared, rounds = argv
+        (kind, target, run_id, first, count, low, high, last_call, heartbeat, shared, rounds,
+         missed) = argv
         return cls(kind, target, run_id, int(first), int(count), int(low), int(high),
-                   float(last_call), float(heartbeat), shared == "1", int(rounds))
+                   float(last_call), float(heartbeat), shared == "1", int(rounds), int(missed))
 
 
 async def _our_worker(job: Job) -> None:
@@ -216,7 +219,7 @@ async def _our_worker(job: Job) -> None:
         nodes.append(AsyncRendezvous(
             CountedBackend(handle, counter), f"node-{index:04d}", job.low, job.high,
             last_call=job.last_call, heartbeat=job.heartbeat,
-            heartbeat_timeout=MAX_MISSED * job.heartbeat, join_timeout=600,
+            heartbeat_timeout=job.missed * job.heartbeat, join_timeout=600,
         ))
     try:
         async with anyio.create_task_group() as group:
@@ -322,7 +325,7 @@ def _torch_worker(job: Job) -> None:
             timeout=RendezvousTimeout(join=timedelta(seconds=600),
                                       last_call=timedelta(seconds=job.last_call)),
             keep_alive_interval=job.heartbeat,  # type: ignore[arg-type]  # a timedelta's seconds
-            keep_alive_max_attempt=MAX_MISSED,
+            keep_alive_max_attempt=job.missed,
         ))
     print("ready", flush=True)
     assert _read_command() == "go"
@@ -432,13 +435,13 @@ class Outcome:
 def time_round(kind: str, target: str, nodes: int, *, processes: int, low: int | None = None,
                high: int | None = None, last_call: float = 30.0,
                heartbeat: float = DEFAULT_HEARTBEAT, shared_handle: bool = False,
-               steady: bool = False) -> Outcome:
+               steady: bool = False, missed: int = MAX_MISSED) -> Outcome:
     """Time one round of *nodes* over *processes* workers (and the steady state after it)."""
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     low = nodes if low is None else low
     high = nodes if high is None else high
     jobs = [Job(kind, target, run_id, first, count, low, high, last_call, heartbeat,
-                shared_handle) for first, count in split(nodes, processes)]
+                shared_handle, missed=missed) for first, count in split(nodes, processes)]
     with workers_for(jobs) as workers:
         started = time.time()
         for worker in workers:
@@ -653,14 +656,15 @@ def main() -> None:
         for name in stores:
             for nodes in [8] if args.quick else [64, 256]:
                 processes = min(MAX_PROCESSES, max(2, nodes // 32))
+                # Evicted after 3 missed heartbeats: both libraries' default.
                 outcome = time_round("ours", urls[name], nodes, processes=processes,
                                      heartbeat=STEADY_HEARTBEAT, shared_handle=name == "postgres",
-                                     steady=True)
+                                     steady=True, missed=3)
                 assert outcome.steady is not None
                 per_interval, record_calls = outcome.steady
                 table.add(f"formed round of {nodes}, per heartbeat interval ({name})",
-                          f"{record_calls} waiters woken", f"{per_interval:.2f}", "—", "—",
-                          "<= 2 calls, 0 woken")
+                          f"{record_calls} record reads (waiters woken)", f"{per_interval:.2f}",
+                          "—", "—", "<= 2 calls, 0 woken")
 
         # -- small rounds, the last call, a death -----------------------------------------------
         small = ["file", *stores]
