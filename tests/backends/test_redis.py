@@ -48,6 +48,7 @@ from arendezvous.backends.redis import (
     RedisToken,
     from_url,
 )
+from arendezvous.testing.members import MemberTableConformance
 from arendezvous.testing.network import NetworkBackendConformance
 from arendezvous.testing.stateful import backend_state_machine
 from servers.redis import RedisServer
@@ -138,6 +139,21 @@ class TestRedisConformance(NetworkBackendConformance):
                 return len(await client.client_list()) - 1  # not this one
 
         return await on_asyncio(count)
+
+
+class TestRedisMembers(MemberTableConformance):
+    """The member table's contract, on asyncio and on trio (there through the loop thread)."""
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    @pytest.fixture(autouse=True)
+    def _server(self, server: RedisServer) -> None:
+        self.server = server
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return backend_on(self.server, run_id)
 
 
 # The state machine's TestCase is a unittest class: it cannot take fixtures as arguments, so its
