@@ -103,16 +103,23 @@ local function load(...)
   return f
 end
 
--- A stored number: decimal, without leading zeros, exact in Lua's doubles.
-local function number(text, what, zero)
+-- A group's size: none stored means 0; a stored one is at least 1 (a size that reaches 0 is
+-- deleted), decimal without leading zeros, exact in Lua's doubles.
+local function size_of(text)
   if not text then
-    if zero then return 0 end
-    corrupt('the ' .. what .. ' is missing')
+    return 0
   end
-  if #text > 15 or not (string.match(text, '^[1-9]%d*$') or (zero and text == '0')) then
-    corrupt('the ' .. what .. ' is malformed')
+  if #text > 15 or not string.match(text, '^[1-9]%d*$') then
+    corrupt('a group size is malformed')
   end
   return tonumber(text)
+end
+
+-- HINCRBY would fail on a malformed counter after earlier writes of the same call.
+local function check_counter(text)
+  if not text or #text > 15 or not (text == '0' or string.match(text, '^[1-9]%d*$')) then
+    corrupt('the table\'s counter is missing or malformed')
+  end
 end
 
 local function decimal(n)
@@ -172,7 +179,7 @@ end
 -- count group -> {1, size}
 function operations.count()
   local f = load('\0size:' .. ARGV[2])
-  return {1, f and number(f[3], 'group size', true) or 0}
+  return {1, f and size_of(f[3]) or 0}
 end
 
 -- members group -> {1, incarnation, node, value, version, seq, age, node, ...} (any order)
@@ -221,7 +228,7 @@ function operations.put()
     return {0}
   end
   local incarnation = f and f[2] or ARGV[6]
-  local size = f and number(f[5], 'group size', true) or 0
+  local size = f and size_of(f[5]) or 0
   if current then
     if old_group == group then
       old_group = nil
@@ -229,7 +236,7 @@ function operations.put()
         corrupt('a group size is inconsistent with its records')
       end
     else
-      old_size = number(redis.call('HGET', key, '\0size:' .. old_group), 'group size', true)
+      old_size = size_of(redis.call('HGET', key, '\0size:' .. old_group))
       if old_size < 1 then
         corrupt('a group size is inconsistent with its records')
       end
@@ -239,7 +246,7 @@ function operations.put()
     size = size + 1
   end
   if f then
-    number(f[3], 'counter', true)
+    check_counter(f[3])
   else
     redis.call('HSET', key, '\0format', FORMAT, '\0incarnation', incarnation, '\0counter', '0')
   end
@@ -264,7 +271,7 @@ function operations.touch()
   if f[2] ~= ARGV[3] or version ~= ARGV[4] then
     return {0}
   end
-  number(f[3], 'counter', true)
+  check_counter(f[3])
   local at = now()
   local value = string.sub(current, start)
   local n = decimal(redis.call('HINCRBY', key, '\0counter', 1))
@@ -284,7 +291,7 @@ function operations.delete()
   if f[2] ~= ARGV[3] or version ~= ARGV[4] then
     return {0}
   end
-  local size = number(redis.call('HGET', key, '\0size:' .. group), 'group size', true)
+  local size = size_of(redis.call('HGET', key, '\0size:' .. group))
   if size < 1 then
     corrupt('a group size is inconsistent with its records')
   end
