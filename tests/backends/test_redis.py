@@ -1002,7 +1002,11 @@ async def test_member_writes_publish_nothing(
 
 def _corrupt_cases() -> list[Any]:
     record = [b"", b"garbage", b"1 1 1 g", b"1 1 1 \x00v", b"01 1 1 g\x00v", b"1 x 1 g\x00v",
-              b"1 1 -5 g\x00v", b"1234567890123456 1 1 g\x00v", b"1 1 1.5 g\x00v"]
+              b"1 1 -5 g\x00v", b"1234567890123456 1 1 g\x00v", b"1 1 1.5 g\x00v",
+              # groups that are not UTF-8 (Python's strict rules: no overlong forms, surrogates
+              # or code points past U+10FFFF)
+              b"1 1 1 g\xff\x00v", b"1 1 1 \xc0\xaf\x00v", b"1 1 1 \xed\xa0\x80\x00v",
+              b"1 1 1 \xf4\x90\x80\x80\x00v", b"1 1 1 \xe2\x82\x00v"]
     every = ("get", "members", "count", "put new", "put current", "touch", "delete")
     # Other nodes' records stay usable (only members() scans them all).
     cases = [pytest.param({b"a": value}, ("get", "members", "put current", "touch", "delete"),
@@ -1022,6 +1026,8 @@ def _corrupt_cases() -> list[Any]:
         # A size the records contradict is caught where it is about to be decremented.
         pytest.param({b"\x00size:g": None}, ("put current", "delete"), id="no size"),
     ]
+    # A node id the client cannot decode, in the group listed.
+    cases.append(pytest.param({b"\xff": b"1 1 1 g\x00v"}, ("members",), id="node id"))
     return cases
 
 
@@ -1043,7 +1049,7 @@ async def test_a_corrupt_member_table_is_refused_and_kept(
     stored = await raw.hgetall(table.key)
     calls: dict[str, Callable[[], Awaitable[object]]] = {
         "get": lambda: table.get("a"),
-        "members": lambda: table.members("other"),
+        "members": lambda: table.members("g"),
         "count": lambda: table.count("g"),
         "put new": lambda: table.put("b", "g", b"v", None),
         "put current": lambda: table.put("a", "h", b"w", version),
@@ -1220,4 +1226,23 @@ async def test_a_frozen_server_times_member_calls_out(own_server: RedisServer) -
                 await table.touch("a", put.member.version)
     finally:
         own_server.resume()
+    await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    "group", ["\u00e9", "\u0800", "\u20ac", "\ud7ff", "\ue000", "\uffff", "\U00010000",
+              "\U0001d11e", "\U0010ffff"], ids=ascii,
+)
+async def test_groups_in_any_utf8_round_trip(server: RedisServer, group: str) -> None:
+    """The script's UTF-8 check, which keeps groups the client could not decode from being
+    written over, accepts every well-formed sequence, at the edges of each length."""
+    backend = backend_on(server, new_run_id())
+    table = backend.member_table()
+    put = await table.put("a", group, b"v", None)
+    assert put.member is not None
+    assert [member.group for member in await table.members(group)] == [group]
+    assert await table.touch("a", put.member.version) is not None
+    current = await table.get("a")
+    assert current is not None
+    assert current.group == group
     await backend.aclose()

@@ -126,11 +126,44 @@ local function decimal(n)
   return string.format('%.0f', n)
 end
 
+-- Whether text is UTF-8 as Python's strict decoder takes it (no overlong forms, surrogates or
+-- code points past U+10FFFF): a group the client could not decode must not be written over.
+local function utf8(text)
+  if not string.find(text, '[\128-\255]') then
+    return true
+  end
+  local i, n = 1, #text
+  while i <= n do
+    local c = string.byte(text, i)
+    local length, low, high = 1, 0x80, 0xBF
+    if c >= 0xC2 and c <= 0xDF then
+      length = 2
+    elseif c >= 0xE0 and c <= 0xEF then
+      length = 3
+      if c == 0xE0 then low = 0xA0 elseif c == 0xED then high = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      length = 4
+      if c == 0xF0 then low = 0x90 elseif c == 0xF4 then high = 0x8F end
+    elseif c >= 0x80 then
+      return false
+    end
+    for j = i + 1, i + length - 1 do
+      local d = string.byte(text, j)
+      if not d or d < low or d > high then
+        return false
+      end
+      low, high = 0x80, 0xBF
+    end
+    i = i + length
+  end
+  return true
+end
+
 -- version, seq, written (a number), group, and where the value starts.
 local function parse(raw)
   local _, stop, version, seq, written, group =
     string.find(raw, '^([1-9]%d*) ([1-9]%d*) ([1-9]%d*) ([^%z]+)%z')
-  if not stop or #version > 15 or #seq > 15 or #written > 16 then
+  if not stop or #version > 15 or #seq > 15 or #written > 16 or not utf8(group) then
     corrupt('a member record is malformed')
   end
   return version, seq, tonumber(written), group, stop + 1
@@ -398,21 +431,15 @@ class RedisMemberTable(MemberTable):
             1, self._key, operation, *arguments,
         )
 
+    @staticmethod
     def _member(
-        self, operation: str, node: str, incarnation: bytes, group: bytes, value: bytes,
-        number: bytes, seq: bytes, age: int,
+        node: str, incarnation: bytes, group: bytes, value: bytes, number: bytes, seq: bytes,
+        age: int,
     ) -> Member:
-        """A record from the script's reply (which checked its layout and numbers)."""
-        try:
-            group_text = group.decode()
-        except UnicodeDecodeError:
-            raise RendezvousStateError(
-                f"{self._backend._what('member ' + operation)}: the record of node {node!r} has "
-                f"a group that is not UTF-8 (key {self._key!r})"
-            ) from None
+        """A record from the script's reply (which checked its layout, numbers and UTF-8)."""
         return Member(
-            node, group_text, value, RedisMemberVersion(incarnation.decode("ascii"), int(number)),
-            int(seq), age / 1e6,
+            node, group.decode(), value,
+            RedisMemberVersion(incarnation.decode("ascii"), int(number)), int(seq), age / 1e6,
         )
 
     async def get(self, node: str) -> Member | None:
@@ -420,7 +447,7 @@ class RedisMemberTable(MemberTable):
         reply = await self._run("get", node)
         if reply[0] == 0:
             return None
-        return self._member("get", node, *reply[1:])
+        return self._member(node, *reply[1:])
 
     async def members(self, group: str) -> list[Member]:
         check_group(group)
@@ -465,7 +492,7 @@ class RedisMemberTable(MemberTable):
             return MemberPut(Member(node, group, value, new, new.number, 0.0), True, size)
         if len(reply) == 1:
             return MemberPut(None, False, 0)
-        return MemberPut(self._member("put", node, *reply[1:]), False, 0)
+        return MemberPut(self._member(node, *reply[1:]), False, 0)
 
     async def touch(self, node: str, version: Token) -> Member | None:
         check_node(node)
@@ -473,7 +500,7 @@ class RedisMemberTable(MemberTable):
         if reply[0] == 0:
             return None
         _, incarnation, number, seq, group, value = reply
-        return self._member("touch", node, incarnation, group, value, number, seq, 0)
+        return self._member(node, incarnation, group, value, number, seq, 0)
 
     async def delete(self, node: str, version: Token) -> bool:
         check_node(node)
