@@ -452,7 +452,7 @@ class RedisMemberTable(MemberTable):
     async def members(self, group: str) -> list[Member]:
         check_group(group)
         reply = await self._run("members", group)
-        incarnation = reply[1]
+        incarnation = reply[1].decode("ascii")
         found: list[Member] = []
         for index in range(2, len(reply), 5):
             field, value, number, seq, age = reply[index:index + 5]
@@ -463,8 +463,7 @@ class RedisMemberTable(MemberTable):
                     f"{self._backend._what('member members')}: a node id is not UTF-8 "
                     f"({field!r}, key {self._key!r})"
                 ) from None
-            found.append(Member(node, group, value,
-                                RedisMemberVersion(incarnation.decode("ascii"), int(number)),
+            found.append(Member(node, group, value, RedisMemberVersion(incarnation, int(number)),
                                 int(seq), age / 1e6))
         found.sort(key=lambda member: member.seq)
         return found
