@@ -9,12 +9,13 @@ URLs. Those tests look at the store with redis-py's asyncio client, so they run 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, cast
 
 import anyio
 import anyio.to_thread
@@ -35,6 +36,7 @@ from _network import ReadCounter, on_asyncio
 from arendezvous import (
     AsyncRendezvousBackend,
     BackendClosedError,
+    Member,
     RendezvousConnectionError,
     RendezvousStateError,
     SyncBackend,
@@ -45,10 +47,14 @@ from arendezvous.backends.redis import (
     MAX_STATE_SIZE_LIMIT,
     SET_STATE_SCRIPT,
     RedisBackend,
+    RedisMemberVersion,
     RedisToken,
     from_url,
 )
+from arendezvous.backends.redis._members import MEMBERS_FORMAT
+from arendezvous.testing.members import MemberTableConformance
 from arendezvous.testing.network import NetworkBackendConformance
+from arendezvous.testing.servers import free_port
 from arendezvous.testing.stateful import backend_state_machine
 from servers.redis import RedisServer
 
@@ -138,6 +144,21 @@ class TestRedisConformance(NetworkBackendConformance):
                 return len(await client.client_list()) - 1  # not this one
 
         return await on_asyncio(count)
+
+
+class TestRedisMembers(MemberTableConformance):
+    """The member table's contract, on asyncio and on trio (there through the loop thread)."""
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    @pytest.fixture(autouse=True)
+    def _server(self, server: RedisServer) -> None:
+        self.server = server
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return backend_on(self.server, run_id)
 
 
 # The state machine's TestCase is a unittest class: it cannot take fixtures as arguments, so its
@@ -587,6 +608,9 @@ async def test_credentials_never_show(server: RedisServer, raw: redis.asyncio.Re
         _, _, written = await good.set_state(b"authenticated")
         assert written
         assert secret not in repr(good)
+        assert isinstance(good, RedisBackend)
+        assert (await good.member_table().put("a", "g", b"v", None)).written
+        assert secret not in repr(good.member_table())
         await good.aclose()
 
         bad = open_backend(url.replace(secret, secret + "-wrong"), run_id=new_run_id())
@@ -606,7 +630,7 @@ async def test_credentials_never_show(server: RedisServer, raw: redis.asyncio.Re
 # The rules docs/redis.md gives for a least-privilege user.
 DOCUMENTED_ACL = (
     "~arendezvous:* &arendezvous:* +hgetall +evalsha +eval +type +hmget +hset +hincrby +publish "
-    "+subscribe +ping +hello"
+    "+subscribe +ping +hello +hget +hdel +time"
 )
 
 
@@ -625,6 +649,19 @@ async def test_the_documented_acl_is_enough(server: RedisServer, raw: redis.asyn
         assert written
         assert await backend.wait_for_change(token, timeout=0) == (b"b", new_token)
         assert await backend.wait_for_change(new_token, timeout=0.3) is None  # PINGs included
+        table = backend.member_table()
+        assert table is not None
+        put = await table.put("a", "g", b"v", None)
+        assert put.member is not None
+        await raw.script_flush()
+        moved = await table.put("a", "h", b"v", put.member.version)
+        assert moved.member is not None
+        touched = await table.touch("a", moved.member.version)
+        assert touched is not None
+        assert await table.get("a") is not None
+        assert [member.node for member in await table.members("h")] == ["a"]
+        assert await table.count("h") == 1
+        assert await table.delete("a", touched.version)
         await backend.aclose()
     finally:
         await raw.acl_deluser(user)
@@ -856,3 +893,356 @@ def test_bad_urls(url: str, match: str) -> None:
     with pytest.raises(ValueError, match=match) as caught:
         open_backend(url, run_id="r")
     assert "secret" not in str(caught.value)
+
+
+# -- the member table ------------------------------------------------------------------------------
+
+
+async def _fields(raw: redis.asyncio.Redis, key: bytes) -> dict[bytes, bytes]:
+    """The fields of the hash *key* (as bytes: the test client does not decode)."""
+    fields = await raw.hgetall(key)
+    assert all(isinstance(item, bytes) for pair in fields.items() for item in pair)
+    return cast("dict[bytes, bytes]", fields)
+
+
+async def test_member_records_are_one_hash_beside_the_state(
+    server: RedisServer, raw: redis.asyncio.Redis
+) -> None:
+    backend = backend_on(server, new_run_id())
+    table = backend.member_table()
+    assert table is backend.member_table()
+    assert table.key == backend.key + b"\x00members"
+    before = await raw.time()
+    put = await table.put("node-a", "g1", b"owner\x00 bytes", None)
+    after = await raw.time()
+    assert put.written
+    assert put.member is not None
+    version = put.member.version
+    assert isinstance(version, RedisMemberVersion)
+    fields = await _fields(raw, table.key)
+    assert fields[b"\x00format"] == MEMBERS_FORMAT
+    assert fields[b"\x00incarnation"] == version.incarnation.encode()
+    assert fields[b"\x00counter"] == b"1"
+    assert fields[b"\x00size:g1"] == b"1"
+    number, seq, written, rest = fields[b"node-a"].split(b" ", 3)
+    assert (number, seq, rest) == (b"1", b"1", b"g1\x00owner\x00 bytes")
+    # The time of the write is the server's (TIME: seconds, microseconds), not this process's.
+    assert before[0] * 10**6 + before[1] <= int(written) <= after[0] * 10**6 + after[1]
+    assert await raw.exists(backend.key) == 0  # the state is untouched
+
+    touched = await table.touch("node-a", version)
+    assert touched is not None
+    fields = await _fields(raw, table.key)
+    assert fields[b"\x00counter"] == b"2"
+    assert fields[b"node-a"].split(b" ", 3)[0:2] == [b"2", b"1"]  # new version, same seq
+    assert await table.delete("node-a", touched.version)
+    fields = await _fields(raw, table.key)
+    assert set(fields) == {b"\x00format", b"\x00incarnation", b"\x00counter"}  # size 0: gone
+    await backend.aclose()
+
+
+async def test_runs_whose_ids_are_prefixes_of_each_other_never_share_a_key(
+    server: RedisServer, raw: redis.asyncio.Redis
+) -> None:
+    base = new_run_id()
+    run_ids = [base, base + "members", base + "\x01members", base + " members", base + "-1"]
+    handles = [backend_on(server, run_id) for run_id in run_ids]
+    for run_id, handle in zip(run_ids, handles, strict=True):
+        await handle.set_state(run_id.encode())
+        put = await handle.member_table().put("node", "g", run_id.encode(), None)
+        assert put.written
+        assert put.group_size == 1
+    for run_id, handle in zip(run_ids, handles, strict=True):
+        current = await handle.get_state()
+        assert current is not None
+        assert current[0] == run_id.encode()
+        member = await handle.member_table().get("node")
+        assert member is not None
+        assert member.value == run_id.encode()
+        assert await handle.member_table().count("g") == 1
+    keys = {handle.key for handle in handles} | {handle.member_table().key for handle in handles}
+    assert len(keys) == 2 * len(run_ids)
+    assert set(await raw.keys(f"arendezvous:{base}*")) == keys
+    with pytest.raises(ValueError, match="NUL"):
+        backend_on(server, base + "\x00members")
+    for handle in handles:
+        await handle.aclose()
+
+
+async def test_member_writes_publish_nothing(
+    server: RedisServer, raw: redis.asyncio.Redis
+) -> None:
+    """A heartbeat must wake nobody: no member write publishes, on the run's channel or any
+    other. (A state write in the middle shows that this test would see a publish.)"""
+    backend = backend_on(server, new_run_id())
+    table = backend.member_table()
+    async with raw.pubsub() as pubsub:
+        await pubsub.psubscribe("*")
+        with anyio.fail_after(5):
+            while (await pubsub.get_message(timeout=5) or {}).get("type") != "psubscribe":
+                pass
+        put = await table.put("a", "g", b"v", None)
+        assert put.member is not None
+        touched = await table.touch("a", put.member.version)
+        assert touched is not None
+        await backend.set_state(b"state")
+        moved = await table.put("a", "h", b"v", touched.version)
+        assert moved.member is not None
+        assert await table.delete("a", moved.member.version)
+        await raw.publish("end-of-test", b"")
+        channels: list[bytes] = []
+        with anyio.fail_after(5):
+            while not channels or channels[-1] != b"end-of-test":
+                message = await pubsub.get_message(timeout=5)
+                if message is not None and message["type"] == "pmessage":
+                    channels.append(message["channel"])
+    assert channels == [backend.key, b"end-of-test"]
+    await backend.aclose()
+
+
+def _corrupt_cases() -> list[Any]:
+    record = [b"", b"garbage", b"1 1 1 g", b"1 1 1 \x00v", b"01 1 1 g\x00v", b"1 x 1 g\x00v",
+              b"1 1 -5 g\x00v", b"1234567890123456 1 1 g\x00v", b"1 1 1.5 g\x00v",
+              # groups that are not UTF-8 (Python's strict rules: no overlong forms, surrogates
+              # or code points past U+10FFFF)
+              b"1 1 1 g\xff\x00v", b"1 1 1 \xc0\xaf\x00v", b"1 1 1 \xed\xa0\x80\x00v",
+              b"1 1 1 \xf4\x90\x80\x80\x00v", b"1 1 1 \xe2\x82\x00v"]
+    every = ("get", "members", "count", "put new", "put current", "touch", "delete")
+    # Other nodes' records stay usable (only members() scans them all).
+    cases = [pytest.param({b"a": value}, ("get", "members", "put current", "touch", "delete"),
+                          id=f"record {value!r}") for value in record]
+    cases += [
+        pytest.param({b"\x00format": b"arendezvous-members/2"}, every, id="format"),
+        pytest.param({b"\x00format": None}, every, id="no format"),
+        pytest.param({b"\x00incarnation": b"xyz"}, every, id="incarnation"),
+        pytest.param({b"\x00incarnation": None}, every, id="no incarnation"),
+        pytest.param({b"\x00counter": b"x"}, ("put new", "put current", "touch"), id="counter"),
+        pytest.param({b"\x00counter": None}, ("put new", "put current", "touch"),
+                     id="no counter"),
+        pytest.param({b"\x00size:g": b"0"}, ("count", "put new", "put current", "delete"),
+                     id="size 0"),
+        pytest.param({b"\x00size:g": b"-1"}, ("count", "put new", "put current", "delete"),
+                     id="size -1"),
+        # A size the records contradict is caught where it is about to be decremented.
+        pytest.param({b"\x00size:g": None}, ("put current", "delete"), id="no size"),
+    ]
+    # A node id the client cannot decode, in the group listed.
+    cases.append(pytest.param({b"\xff": b"1 1 1 g\x00v"}, ("members",), id="node id"))
+    return cases
+
+
+@pytest.mark.parametrize(("tampered", "refused"), _corrupt_cases())
+async def test_a_corrupt_member_table_is_refused_and_kept(
+    server: RedisServer, raw: redis.asyncio.Redis, tampered: dict[bytes, bytes | None],
+    refused: tuple[str, ...],
+) -> None:
+    backend = backend_on(server, new_run_id())
+    table = backend.member_table()
+    put = await table.put("a", "g", b"v", None)
+    assert put.member is not None
+    version = put.member.version
+    for field, value in tampered.items():
+        if value is None:
+            await raw.hdel(table.key, field)
+        else:
+            await raw.hset(table.key, field, value)
+    stored = await raw.hgetall(table.key)
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "get": lambda: table.get("a"),
+        "members": lambda: table.members("g"),
+        "count": lambda: table.count("g"),
+        "put new": lambda: table.put("b", "g", b"v", None),
+        "put current": lambda: table.put("a", "h", b"w", version),
+        "touch": lambda: table.touch("a", version),
+        "delete": lambda: table.delete("a", version),
+    }
+    for name in refused:
+        with pytest.raises(RendezvousStateError, match=f"member {name.split()[0]} of run"):
+            await calls[name]()
+        assert await raw.hgetall(table.key) == stored, f"{name} changed the corrupt hash"
+    await backend.aclose()
+
+
+@pytest.mark.parametrize("kind", ["string", "list"])
+async def test_a_member_key_of_another_type_is_refused_and_kept(
+    server: RedisServer, raw: redis.asyncio.Redis, kind: str
+) -> None:
+    backend = backend_on(server, new_run_id())
+    table = backend.member_table()
+    if kind == "string":
+        await raw.set(table.key, b"x")
+    else:
+        await raw.rpush(table.key, b"x")
+    for call in (lambda: table.get("a"), lambda: table.members("g"), lambda: table.count("g"),
+                 lambda: table.put("a", "g", b"v", None)):
+        with pytest.raises(RendezvousStateError, match=f"holds a {kind}, not a hash"):
+            await call()
+    assert await raw.type(table.key) == kind.encode()
+    await backend.aclose()
+
+
+async def test_ages_are_never_negative(server: RedisServer, raw: redis.asyncio.Redis) -> None:
+    """A record written before the server's clock was set back reads as fresh, not younger
+    than zero."""
+    backend = backend_on(server, new_run_id())
+    table = backend.member_table()
+    await table.put("a", "g", b"v", None)
+    number, seq, written, rest = (await _fields(raw, table.key))[b"a"].split(b" ", 3)
+    later = b"%d" % (int(written) + 3600 * 10**6)
+    await raw.hset(table.key, "a", b" ".join((number, seq, later, rest)))
+    member = await table.get("a")
+    assert member is not None
+    assert member.age == 0.0
+    assert [member.age for member in await table.members("g")] == [0.0]
+    await backend.aclose()
+
+
+class _VersionSubclass(RedisMemberVersion):
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        raise AssertionError("a caller's __eq__ ran")
+
+    __hash__ = RedisMemberVersion.__hash__
+
+
+class _HostileText(str):
+    def __eq__(self, other: object) -> bool:
+        raise AssertionError("a caller's __eq__ ran")
+
+    __hash__ = str.__hash__
+
+
+async def test_member_versions_are_checked_by_exact_type(server: RedisServer) -> None:
+    backend = backend_on(server, new_run_id())
+    table = backend.member_table()
+    put = await table.put("a", "g", b"v", None)
+    assert put.member is not None
+    version = put.member.version
+    assert isinstance(version, RedisMemberVersion)
+    assert version.number == 1
+    lookalikes: list[Any] = [
+        RedisToken(version.incarnation, version.number),  # a state token with the same fields
+        (version.incarnation, version.number),
+        _VersionSubclass(version.incarnation, version.number),
+        RedisMemberVersion(_HostileText(version.incarnation), version.number),
+        RedisMemberVersion(version.incarnation, True),  # == 1, but not an int
+        RedisMemberVersion(version.incarnation, 1.0),  # type: ignore[arg-type]
+        RedisMemberVersion(version.incarnation.upper(), version.number),
+        RedisMemberVersion(version.incarnation, 10**40),
+        RedisMemberVersion("\ud800" * 32, version.number),
+    ]
+    for lookalike in lookalikes:
+        assert await table.touch("a", lookalike) is None
+        assert not await table.delete("a", lookalike)
+        result = await table.put("a", "h", b"w", lookalike)
+        assert not result.written
+        assert result.member is not None
+        assert result.member.version == version
+    assert await table.touch("a", version) is not None
+    await backend.aclose()
+
+
+async def test_a_restarted_server_never_matches_old_versions(own_server: RedisServer) -> None:
+    """A server without persistence restarts empty (its script cache too): the table created
+    again draws a new incarnation, so versions of the old table, whose numbers come back, never
+    match."""
+    backend = backend_on(own_server, new_run_id())
+    table = backend.member_table()
+    old = (await table.put("a", "g", b"v", None)).member
+    assert old is not None
+    own_server.restart()
+    # The first call may get the pooled connection the killed server closed and fail, as the
+    # contract allows (redis-py 8.1 does not notice the close: redis/redis-py#4252); the next
+    # one connects again.
+    with contextlib.suppress(RendezvousConnectionError):
+        await table.get("a")
+    assert await table.get("a") is None
+    new = (await table.put("a", "g", b"v", None)).member
+    assert isinstance(new, Member)
+    assert isinstance(new.version, RedisMemberVersion)
+    assert isinstance(old.version, RedisMemberVersion)
+    assert new.version.number == old.version.number == 1
+    assert new.version != old.version
+    assert await table.touch("a", old.version) is None
+    assert not await table.delete("a", old.version)
+    assert not (await table.put("a", "h", b"w", old.version)).written
+    current = await table.get("a")
+    assert current is not None
+    assert current.version == new.version
+    await backend.aclose()
+
+
+async def test_the_member_script_is_reloaded_after_script_flush(
+    server: RedisServer, raw: redis.asyncio.Redis
+) -> None:
+    backend = backend_on(server, new_run_id())
+    table = backend.member_table()
+    put = await table.put("a", "g", b"v", None)
+    assert put.member is not None
+    await raw.script_flush()
+    assert await table.touch("a", put.member.version) is not None
+    await backend.aclose()
+
+
+async def test_an_unreachable_server_is_a_connection_error_and_bad_input_is_not_sent() -> None:
+    secret = "s3cr3t-" + uuid.uuid4().hex
+    backend = RedisBackend(new_run_id(), host="127.0.0.1", port=free_port(), password=secret,
+                           timeout=0.5)
+    table = backend.member_table()
+    version = RedisMemberVersion("0" * 32, 1)
+    calls = (lambda: table.get("a"), lambda: table.members("g"), lambda: table.count("g"),
+             lambda: table.put("a", "g", b"v", None), lambda: table.touch("a", version),
+             lambda: table.delete("a", version))
+    for call in calls:
+        with pytest.raises(RendezvousConnectionError, match=r"^member [a-z]+ of run") as caught:
+            await call()
+        assert caught.value.__cause__ is not None
+        chain: BaseException | None = caught.value
+        while chain is not None:
+            assert secret not in str(chain)
+            assert secret not in repr(chain)
+            chain = chain.__cause__
+    assert secret not in repr(table)
+    # Bad input raises before anything is sent: not a connection error.
+    with pytest.raises(ValueError, match="node"):
+        await table.put("", "g", b"v", None)
+    with pytest.raises(TypeError, match="group"):
+        await table.members(b"g")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="value"):
+        await table.put("a", "g", bytearray(b"v"), None)  # type: ignore[arg-type]
+    await backend.aclose()
+
+
+async def test_a_frozen_server_times_member_calls_out(own_server: RedisServer) -> None:
+    backend = backend_on(own_server, new_run_id(), timeout=0.3)
+    table = backend.member_table()
+    put = await table.put("a", "g", b"v", None)
+    assert put.member is not None
+    own_server.pause()
+    try:
+        with anyio.fail_after(5):
+            with pytest.raises(RendezvousConnectionError, match=r"no answer within 0\.3 s"):
+                await table.touch("a", put.member.version)
+    finally:
+        own_server.resume()
+    await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    "group", ["\u00e9", "\u0800", "\u20ac", "\ud7ff", "\ue000", "\uffff", "\U00010000",
+              "\U0001d11e", "\U0010ffff"], ids=ascii,
+)
+async def test_groups_in_any_utf8_round_trip(server: RedisServer, group: str) -> None:
+    """The script's UTF-8 check, which keeps groups the client could not decode from being
+    written over, accepts every well-formed sequence, at the edges of each length."""
+    backend = backend_on(server, new_run_id())
+    table = backend.member_table()
+    put = await table.put("a", group, b"v", None)
+    assert put.member is not None
+    assert [member.group for member in await table.members(group)] == [group]
+    assert await table.touch("a", put.member.version) is not None
+    current = await table.get("a")
+    assert current is not None
+    assert current.group == group
+    await backend.aclose()

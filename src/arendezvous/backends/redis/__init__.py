@@ -16,17 +16,22 @@ channel named like the key, subscribed and confirmed before the state is read, s
 slip in between unseen. A notice is only a hint: the state is re-read after every notice and
 after every reconnect.
 
+The run's member records (the optional member table the rendezvous uses, one record per node)
+live in a second hash beside the state, ``<key_prefix><run_id>\x00members``, each operation one
+script too: see :mod:`._members` and :class:`RedisMemberTable`.
+
 The client is redis-py's ``redis.asyncio``. It runs only on asyncio; from trio, the backend runs
 it on arendezvous's asyncio loop thread (see :mod:`arendezvous.backends._network`).
 
 The package: ``_protocol`` (what is stored and sent), ``_backend`` (the handle), ``_feed`` (the
-subscription), ``_url`` (``redis://`` URLs).
+subscription), ``_members`` (the member table), ``_url`` (``redis://`` URLs).
 """
 
 from __future__ import annotations
 
 from .._network import DEFAULT_TIMEOUT
 from ._backend import DEFAULT_KEY_PREFIX, RedisBackend
+from ._members import MEMBER_TABLE_SCRIPT, RedisMemberTable, RedisMemberVersion
 from ._protocol import MAX_STATE_SIZE_LIMIT, SET_STATE_SCRIPT, RedisToken
 from ._url import from_url
 
@@ -34,8 +39,11 @@ __all__ = (
     "DEFAULT_KEY_PREFIX",
     "DEFAULT_TIMEOUT",
     "MAX_STATE_SIZE_LIMIT",
+    "MEMBER_TABLE_SCRIPT",
     "SET_STATE_SCRIPT",
     "RedisBackend",
+    "RedisMemberTable",
+    "RedisMemberVersion",
     "RedisToken",
     "from_url",
 )

@@ -16,6 +16,7 @@ from .._feed import ChangeFeed
 from .._network import DEFAULT_TIMEOUT, NetworkBackend
 from .._urlparse import TlsOptions, merge_alias
 from ._feed import PubSubFeed
+from ._members import RedisMemberTable
 from ._protocol import (
     FORMAT,
     MAX_STATE_SIZE_LIMIT,
@@ -135,6 +136,7 @@ class RedisBackend(NetworkBackend):
         self._writer_pid = os.getpid()
         self._writes = itertools.count()
         self._callers_client = client
+        self._member_table: RedisMemberTable | None = None
         self._client_kwargs: dict[str, Any] = {}
         old_verify = ssl_cert_reqs is not None or ssl_check_hostname is not None
         if client is not None:
@@ -201,6 +203,14 @@ class RedisBackend(NetworkBackend):
         """The Redis key of the run's hash (also the name of its change channel)."""
         return self._key
 
+    def member_table(self) -> RedisMemberTable:
+        """The run's member records, in the hash ``<key>\\x00members`` beside the state (ages by
+        the server's clock; see :class:`RedisMemberTable`). One per handle, closed with it."""
+        table = self._member_table
+        if table is None:
+            table = self._member_table = RedisMemberTable(self)
+        return table
+
     def __repr__(self) -> str:
         return f"RedisBackend({self._where!r}, run_id={self._run_id!r}, key={self._key!r})"
 
@@ -245,6 +255,21 @@ class RedisBackend(NetworkBackend):
             with anyio.fail_after(self._timeout):
                 return await execute(*args)
 
+    async def _run_script(
+        self, client: Redis, operation: str, script: str, sha: str, *arguments: object
+    ) -> Any:
+        """One ``EVALSHA`` of *script* (by its SHA-1 *sha*) within the timeout, errors mapped.
+
+        A server that restarted or was flushed has forgotten the script and answers
+        ``NOSCRIPT``; then the script is sent whole with ``EVAL``, which runs and caches it.
+        """
+        try:
+            return await self._execute(client, operation, "EVALSHA", sha, *arguments)
+        except RendezvousConnectionError as exc:
+            if not isinstance(exc.__cause__, self._exceptions.NoScriptError):
+                raise
+            return await self._execute(client, operation, "EVAL", script, *arguments)
+
     # -- reads and writes ----------------------------------------------------------------------
 
     async def _read(self, client: Redis) -> tuple[bytes, Token] | None:
@@ -274,14 +299,10 @@ class RedisBackend(NetworkBackend):
             # could then pass for the parent's successful one.
             self._writer_prefix, self._writer_pid = os.urandom(8).hex(), os.getpid()
         writer = f"{self._writer_prefix}-{next(self._writes)}"
-        arguments = (1, self._key, state, has_token, incarnation, counter, writer)
-        try:
-            reply = await self._execute(client, "set_state", "EVALSHA", SET_STATE_SHA, *arguments)
-        except RendezvousConnectionError as exc:
-            if not isinstance(exc.__cause__, self._exceptions.NoScriptError):
-                raise
-            # A restarted or flushed server forgot the script; EVAL runs and caches it.
-            reply = await self._execute(client, "set_state", "EVAL", SET_STATE_SCRIPT, *arguments)
+        reply = await self._run_script(
+            client, "set_state", SET_STATE_SCRIPT, SET_STATE_SHA,
+            1, self._key, state, has_token, incarnation, counter, writer,
+        )
         status = reply[0]
         if status == 1:
             return state, RedisToken(reply[1].decode("ascii"), int(reply[2])), True
