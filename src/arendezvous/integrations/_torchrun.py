@@ -37,6 +37,7 @@ from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
 
 from .._backend import AsyncRendezvousBackend
 from ..backends._url import open_backend
+from ..backends._urlparse import parse_positive_int, parse_seconds
 from ..sync import SyncBackend
 from ._torch_backend import TorchRendezvousBackend, torch_errors
 from ._torch_store import BackendStore
@@ -69,17 +70,11 @@ _DISABLE_SHARED_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 
 
 def _seconds(value: Any) -> timedelta:
-    seconds = float(value)
-    if not seconds > 0 or seconds == float("inf"):
-        raise ValueError("expected a positive number of seconds")
-    return timedelta(seconds=seconds)
+    return timedelta(seconds=parse_seconds(str(value)))
 
 
 def _positive_int(value: Any) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError("expected a positive integer")
-    return number
+    return parse_positive_int(str(value))
 
 
 def _ignored(value: Any) -> None:
