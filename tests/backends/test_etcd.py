@@ -38,6 +38,7 @@ from arendezvous.backends.etcd import (
     EtcdToken,
     from_url,
 )
+from arendezvous.testing.members import MemberTableConformance
 from arendezvous.testing.network import NetworkBackendConformance
 from arendezvous.testing.servers.etcd import EtcdCluster
 from arendezvous.testing.stateful import backend_state_machine
@@ -160,6 +161,21 @@ TestStateMachineOnTrio = pytest.mark.usefixtures("etcd_server")(
     backend_state_machine(_state_machine_backend, anyio_backend="trio").TestCase
 )
 TestStateMachineOnTrio.settings = _MACHINE_SETTINGS
+
+
+class TestEtcdMembers(MemberTableConformance):
+    """The member table's contract, on asyncio and on trio (there through the loop thread)."""
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    @pytest.fixture(autouse=True)
+    def _server(self, etcd_server: EtcdServer) -> None:
+        self.etcd = etcd_server
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return EtcdBackend(run_id, self.etcd.endpoint, key_prefix=_PREFIX)
 
 
 # -- etcd specifics ------------------------------------------------------------------------------
