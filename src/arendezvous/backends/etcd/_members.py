@@ -237,13 +237,15 @@ class EtcdMemberTable(MemberTable):
         self, node: str, group: str, value: bytes, version: Token | None
     ) -> MemberPut:
         key = self._record_key(node)
-        index = self._index_key(group, node)
+        prefix, index = self._group_prefix(group), self._index_key(group, node)
         value = check_member_value(value)
-        return await self._backend._on_client(self._put, node, group, value, version, key, index)
+        return await self._backend._on_client(
+            self._put, node, group, value, version, key, prefix, index
+        )
 
     async def _put(
         self, cluster: Cluster, node: str, group: str, value: bytes, version: Token | None,
-        key: bytes, index: bytes,
+        key: bytes, prefix: bytes, index: bytes,
     ) -> MemberPut:  # fmt: skip
         rpc = self._rpc
         old: MemberRecord | None = None
@@ -256,7 +258,6 @@ class EtcdMemberTable(MemberTable):
                 return MemberPut(await self._get(cluster, node, key, "put"), False, 0)
             compare = self._is_current(vetted[0])
             old = vetted[1]
-        prefix = index[: len(index) - len(node.encode())]
         stored = encode_member(group, value, SEQ_IS_MOD_REVISION)
         success = [
             # Counted before the writes: what the group held, and whether this node was in it.
