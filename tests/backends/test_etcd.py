@@ -635,6 +635,36 @@ async def test_a_watched_record_is_forgotten_when_its_waiters_are_gone(
         assert hub._topics == {}
 
 
+async def test_a_lost_compare_after_an_unanswered_attempt_may_have_been_applied(
+    etcd_server: EtcdServer,
+) -> None:
+    """A write retried on another member after one went unanswered, whose compare then fails,
+    may have lost to its own first attempt: it says so instead of reporting a lost race."""
+
+    class Unanswered(EtcdBackend):
+        async def _call(
+            self, cluster: Any, operation: str, method: str, request: Any, *, idempotent: bool
+        ) -> Any:
+            response, _ = await super()._call(cluster, operation, method, request,
+                                              idempotent=idempotent)
+            return response, not idempotent  # as if a first attempt had gone unanswered
+
+    async with Unanswered(_run_id(), etcd_server.endpoint, key_prefix=_PREFIX) as backend:
+        table = backend.member_table()
+        member, written, _ = await table.put("a", "g", b"v", None)
+        assert written  # a compare that held: whatever the first attempt did, this one applied
+        assert member is not None
+        touched = await table.touch("a", member.version)
+        assert touched is not None
+        for call in (lambda: table.put("a", "h", b"v", None),
+                     lambda: table.put("a", "h", b"v", member.version),
+                     lambda: table.touch("a", member.version),
+                     lambda: table.delete("a", member.version)):  # fmt: skip
+            with pytest.raises(RendezvousConnectionError, match="may or may not have been applied"):
+                await call()
+        assert await table.get("a") == touched
+
+
 async def test_member_keys_over_etcds_limit_are_refused_before_anything_is_sent(
     etcd_server: EtcdServer,
 ) -> None:

@@ -201,6 +201,14 @@ class EtcdBackend(NetworkBackend):
         self._cluster_id = response.header.cluster_id
         return response, ambiguous
 
+    def _ambiguous(self, operation: str, subject: str) -> RendezvousConnectionError:
+        """The error of a write that lost its compare after an unanswered attempt: that attempt
+        may have been applied since, so the lost race may be to that very write."""
+        return RendezvousConnectionError(
+            f"{self._what(operation)}: a member did not answer and the write, retried on "
+            f"another, found {subject} changed: it may or may not have been applied"
+        )
+
     def _decode_kv(self, kv: Any, cluster_id: int) -> tuple[bytes, EtcdToken]:
         return decode(kv.value, self._key), EtcdToken(cluster_id, self._key, kv.mod_revision)
 
@@ -259,12 +267,7 @@ class EtcdBackend(NetworkBackend):
             # revision the transaction created.
             return state, EtcdToken(cluster_id, self._key, response.header.revision), True
         if ambiguous:
-            # An earlier attempt went unanswered and may have been applied since: this lost
-            # race may be to that very write.
-            raise RendezvousConnectionError(
-                f"{self._what('set_state')}: a member did not answer and the write, retried on "
-                "another, found the state changed: it may or may not have been applied"
-            )
+            raise self._ambiguous("set_state", "the state")
         kvs = response.responses[0].response_range.kvs
         if not kvs:
             return b"", None, False

@@ -173,11 +173,7 @@ class EtcdMemberTable(MemberTable):
         ]
 
     def _ambiguous(self, operation: str) -> RendezvousConnectionError:
-        return RendezvousConnectionError(
-            f"{self._backend._what(f'member {operation}')}: a member did not answer and the "
-            "write, retried on another, found the record changed: it may or may not have been "
-            "applied"
-        )
+        return self._backend._ambiguous(f"member {operation}", "the record")
 
     # -- reads -----------------------------------------------------------------------------------
 
