@@ -9,15 +9,16 @@ no key of one run, node or group is a prefix of another's):
   the keys under ``S \\0 g/ <group> \\0``, which etcd counts (``count_only``) without sending them.
 
 Every operation is one round trip -- one ``Range`` or one ``Txn`` -- failing over between members
-like the handle's other calls:
+like the handle's other calls (a handle's first write with a version reads once more, to learn
+which cluster answers, as ``set_state`` does):
 
 * ``put``: *if* the record's ``mod_revision`` and value are the version's (``create_revision ==
   0`` for ``None``) *then* count the group's index keys and the node's new index key, put the
   record, delete the old group's index key (the version carries the old record, so no read is
   needed), put the new one; *else* range the record. The counts come before the writes, so the
   size is exact whether or not a range in a transaction sees the transaction's own writes (etcd
-  3.4 and 3.5 do; newer etcd updates its index only when the transaction ends), and the
-  transaction is atomic, so racing joiners each see a different size.
+  3.4 and 3.5 do; etcd's development branch updates its index only when the transaction ends),
+  and the transaction is atomic, so racing joiners each see a different size.
 * ``touch``: the same compare, then put the record again, its seq now explicit: a put stores
   "my seq is my ``mod_revision``" (the put's own revision, known only once etcd commits it), and
   a touch moves the ``mod_revision``.
