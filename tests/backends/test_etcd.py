@@ -9,12 +9,15 @@ tests use aetcd's asyncio client to look behind the backend, so they run on asyn
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import subprocess
 import sys
 import threading
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Any
 
 import aetcd
@@ -27,6 +30,7 @@ from _network import on_asyncio
 from arendezvous import (
     AsyncRendezvousBackend,
     RendezvousConnectionError,
+    RendezvousStateError,
     SyncBackend,
     open_backend,
 )
@@ -35,9 +39,12 @@ from arendezvous.backends.etcd import (
     DEFAULT_TIMEOUT,
     MAX_STATE_SIZE_LIMIT,
     EtcdBackend,
+    EtcdMemberVersion,
     EtcdToken,
     from_url,
 )
+from arendezvous.backends.etcd._protocol import encode_member
+from arendezvous.testing.members import MemberTableConformance
 from arendezvous.testing.network import NetworkBackendConformance
 from arendezvous.testing.servers.etcd import EtcdCluster
 from arendezvous.testing.stateful import backend_state_machine
@@ -160,6 +167,21 @@ TestStateMachineOnTrio = pytest.mark.usefixtures("etcd_server")(
     backend_state_machine(_state_machine_backend, anyio_backend="trio").TestCase
 )
 TestStateMachineOnTrio.settings = _MACHINE_SETTINGS
+
+
+class TestEtcdMembers(MemberTableConformance):
+    """The member table's contract, on asyncio and on trio (there through the loop thread)."""
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    @pytest.fixture(autouse=True)
+    def _server(self, etcd_server: EtcdServer) -> None:
+        self.etcd = etcd_server
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return EtcdBackend(run_id, self.etcd.endpoint, key_prefix=_PREFIX)
 
 
 # -- etcd specifics ------------------------------------------------------------------------------
@@ -338,6 +360,329 @@ def test_sync_adapter_from_threads(etcd_server: EtcdServer) -> None:
         assert len(seen) == 1
         assert seen[0] is not None
         assert seen[0][1] != token
+
+
+# -- the member table ----------------------------------------------------------------------------
+
+
+class _Counted(EtcdBackend):
+    """Records the method of every call the handle makes (its member table's included), and the
+    topics of every watch stream it opens."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[str] = []
+        self.subscriptions: list[frozenset[Any]] = []
+        self.subscribed = anyio.Event()
+        self.feeds: list[Any] = []
+
+    async def _call(
+        self, cluster: Any, operation: str, method: str, request: Any, *, idempotent: bool
+    ) -> Any:
+        self.calls.append(method)
+        return await super()._call(cluster, operation, method, request, idempotent=idempotent)
+
+    def _make_feed(self, client: Any) -> Any:
+        feed = super()._make_feed(client)
+        opened = feed.open
+
+        async def open(topics: frozenset[Any]) -> None:
+            await opened(topics)
+            self.subscriptions.append(topics)
+            self.subscribed.set()
+            self.subscribed = anyio.Event()
+
+        feed.open = open  # type: ignore[method-assign]
+        # One stream at a time: the hub ends a feed before it makes the next.
+        assert all(not earlier.live for earlier in self.feeds)
+        self.feeds.append(feed)
+        return feed
+
+
+@pytest.fixture
+async def counted(etcd_server: EtcdServer) -> AsyncIterator[_Counted]:
+    async with _Counted(_run_id(), etcd_server.endpoint, key_prefix=_PREFIX) as backend:
+        yield backend
+
+
+async def _raw_get(server: EtcdServer, key: bytes) -> Any:
+    async with aetcd.Client(host=server.host, port=server.port, timeout=10) as client:
+        return await client.get(key)
+
+
+async def test_member_records_lie_beside_the_runs_key(
+    backend: EtcdBackend, etcd_server: EtcdServer
+) -> None:
+    """A record key and one group-index key per node, named after the state key and a NUL; a
+    move replaces the index key, a touch rewrites only the record, a delete removes both."""
+    table = backend.member_table()
+    assert backend.member_table() is table  # one per handle
+    record_key = backend.key + b"\x00m/n\xc3\xa9"
+    index_key = backend.key + b"\x00g/g1\x00n\xc3\xa9"
+    member, _, _ = await table.put("n\u00e9", "g1", b"v", None)
+    assert member is not None
+    assert isinstance(member.version, EtcdMemberVersion)
+    assert member.version.key == record_key
+    record, index = await _raw_get(etcd_server, record_key), await _raw_get(etcd_server, index_key)
+    assert record.mod_revision == member.version.mod_revision == member.seq
+    assert index.mod_revision == member.seq
+    assert index.value == b""
+    touched = await table.touch("n\u00e9", member.version)
+    assert touched is not None
+    assert touched.seq == member.seq
+    assert (await _raw_get(etcd_server, index_key)).mod_revision == index.mod_revision
+    moved, _, _ = await table.put("n\u00e9", "g2", b"w", touched.version)
+    assert moved is not None
+    assert await _raw_get(etcd_server, index_key) is None
+    assert await _raw_get(etcd_server, backend.key + b"\x00g/g2\x00n\xc3\xa9") is not None
+    assert await table.delete("n\u00e9", moved.version)
+    async with aetcd.Client(host=etcd_server.host, port=etcd_server.port, timeout=10) as client:
+        left = await client.get_prefix(backend.key + b"\x00")
+    assert list(left) == []
+
+
+async def test_every_member_call_is_one_round_trip(counted: _Counted) -> None:
+    table = counted.member_table()
+    await counted.get_state()  # the handle knows its cluster from now on
+    steps: list[tuple[str, Any]] = []
+
+    async def step(name: str, call: Any) -> Any:
+        before = len(counted.calls)
+        result = await call
+        steps.append((name, counted.calls[before:]))
+        return result
+
+    member, _, _ = await step("put None", table.put("a", "g", b"v", None))
+    await step("losing put", table.put("a", "g", b"v", None))
+    touched = await step("touch", table.touch("a", member.version))
+    await step("stale touch", table.touch("a", member.version))
+    moved, _, _ = await step("put", table.put("a", "h", b"v", touched.version))
+    await step("losing put with a version", table.put("a", "g", b"v", touched.version))
+    await step("get", table.get("a"))
+    await step("count", table.count("h"))
+    await step("members", table.members("h"))
+    await step("delete", table.delete("a", moved.version))
+    assert steps == [
+        ("put None", ["Txn"]), ("losing put", ["Txn"]), ("touch", ["Txn"]),
+        ("stale touch", ["Txn"]), ("put", ["Txn"]), ("losing put with a version", ["Txn"]),
+        ("get", ["Range"]), ("count", ["Range"]), ("members", ["Txn"]), ("delete", ["Txn"]),
+    ]  # fmt: skip
+
+
+async def test_a_corrupt_member_record_raises_and_is_never_overwritten(
+    backend: EtcdBackend, etcd_server: EtcdServer
+) -> None:
+    table = backend.member_table()
+    member, _, _ = await table.put("a", "g", b"v", None)
+    assert member is not None
+    record_key = backend.key + b"\x00m/a"
+    good = (await _raw_get(etcd_server, record_key)).value
+    for raw in (b"", b"ARDM", good[:-1], good[:9] + b"\xff" + good[10:], b"\x80\x04\x95pickle"):
+        await on_asyncio(_raw_put, etcd_server, record_key, raw)
+        with pytest.raises(RendezvousStateError):
+            await table.get("a")
+        with pytest.raises(RendezvousStateError):
+            await table.members("g")
+        with pytest.raises(RendezvousStateError):
+            await table.put("a", "h", b"w", None)  # the loser's read decodes it
+        assert await table.touch("a", member.version) is None
+        assert not await table.delete("a", member.version)
+        assert await table.wait_for_change("a", member.version, timeout=0)
+        assert (await _raw_get(etcd_server, record_key)).value == raw
+        assert await table.count("h") == 0
+
+
+async def test_member_versions_are_checked_before_anything_is_compared(
+    backend: EtcdBackend, etcd_server: EtcdServer
+) -> None:
+    table = backend.member_table()
+    member, _, _ = await table.put("a", "g", b"v", None)
+    assert member is not None
+    version = member.version
+    assert isinstance(version, EtcdMemberVersion)
+    assert str(version.mod_revision) in repr(version)
+    assert b"ARDM" not in repr(version).encode()
+
+    class SubVersion(EtcdMemberVersion):
+        __slots__ = ()
+
+    other, _, _ = await table.put("b", "g", b"v", None)
+    assert other is not None
+    foreign: list[Any] = [
+        _HostileToken(),
+        SubVersion(*dataclasses.astuple(version)),
+        dataclasses.replace(version, cluster_id=version.cluster_id + 1),
+        dataclasses.replace(version, mod_revision=2**63),
+        dataclasses.replace(version, record=b"ARDM"),  # not a record: never current
+        other.version,  # another node's
+        version.mod_revision,
+    ]
+    for garbage in foreign:
+        assert (await table.put("a", "h", b"w", garbage)) == (member, False, 0)
+        assert await table.touch("a", garbage) is None
+        assert not await table.delete("a", garbage)
+        assert await table.wait_for_change("a", garbage, timeout=10)
+    # The right revision with another record (made up) fails etcd's compare of the value.
+    record = encode_member("h", b"w", 0)
+    made_up = dataclasses.replace(version, record=record)
+    assert (await table.put("a", "h", b"w", made_up)) == (member, False, 0)
+    assert await table.touch("a", made_up) is None
+    assert await table.get("a") == member
+    # A fresh handle checks which cluster answers before it trusts a revision.
+    async with EtcdBackend(backend.run_id, etcd_server.endpoint, key_prefix=_PREFIX) as fresh:
+        forged = dataclasses.replace(version, cluster_id=version.cluster_id ^ 1)
+        assert await fresh.member_table().touch("a", forged) is None
+    async with EtcdBackend(backend.run_id, etcd_server.endpoint, key_prefix=_PREFIX) as fresh:
+        rebuilt = EtcdMemberVersion(*dataclasses.astuple(version))
+        assert await fresh.member_table().touch("a", rebuilt) is not None
+
+
+async def test_a_touch_reaches_its_watcher_without_a_read(
+    counted: _Counted, etcd_server: EtcdServer
+) -> None:
+    """The watch event itself says that the record moved: once the stream is up and has seen the
+    record, neither a wait's first look nor its wake-up reads anything."""
+    async with EtcdBackend(counted.run_id, etcd_server.endpoint, key_prefix=_PREFIX) as writer:
+        member, _, _ = await writer.member_table().put("a", "g", b"v", None)
+        assert member is not None
+        table = counted.member_table()
+        assert not await table.wait_for_change("a", member.version, timeout=0.05)
+        for _ in range(3):
+            before = list(counted.calls)
+            outcome: list[bool] = []
+
+            async def wait(version: Any, outcome: list[bool] = outcome) -> None:
+                outcome.append(await table.wait_for_change("a", version, timeout=10))
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(wait, member.version)
+                await anyio.wait_all_tasks_blocked()
+                touched = await writer.member_table().touch("a", member.version)
+                assert touched is not None
+                member = touched
+            assert outcome == [True]
+            assert counted.calls == before  # no Range: the event was enough
+
+
+async def test_one_watch_stream_serves_many_watched_records(
+    counted: _Counted, etcd_server: EtcdServer
+) -> None:
+    nodes = [f"node-{index}" for index in range(12)]
+    async with EtcdBackend(counted.run_id, etcd_server.endpoint, key_prefix=_PREFIX) as writer:
+        writes = writer.member_table()
+        members: dict[str, Any] = {
+            node: (await writes.put(node, "g", b"v", None)).member for node in nodes
+        }
+        _, token, _ = await writer.set_state(b"state")
+        table = counted.member_table()
+        assert not await table.wait_for_change(nodes[0], members[nodes[0]].version, timeout=0.01)
+        baseline = await anyio.to_thread.run_sync(_watch_streams, etcd_server)
+        woken: list[str] = []
+
+        async def wait(node: str) -> None:
+            if await table.wait_for_change(node, members[node].version, timeout=20):
+                woken.append(node)
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as group:
+                for node in nodes:
+                    group.start_soon(wait, node)
+                group.start_soon(counted.wait_for_change, token)
+                await anyio.wait_all_tasks_blocked()
+                while counted.subscriptions[-1] != {counted.key, *(
+                        counted.key + b"\x00m/" + node.encode() for node in nodes)}:
+                    await counted.subscribed.wait()
+                for node in nodes:
+                    await writes.touch(node, members[node].version)
+                await writer.set_state(b"again", token)
+            # The client ends each stream before it makes the next (the feeds say so), but the
+            # server counts a stream gone only once its handler has unwound, a moment later,
+            # and its gauge tells nobody: look until it settles.
+            while await anyio.to_thread.run_sync(_watch_streams, etcd_server) != baseline:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+    assert sorted(woken) == sorted(nodes)
+
+
+async def test_a_watched_record_is_forgotten_when_its_waiters_are_gone(
+    counted: _Counted,
+) -> None:
+    counted.FEED_LINGER = 0.2  # type: ignore[misc]
+    table = counted.member_table()
+    a, _, _ = await table.put("a", "g", b"v", None)
+    b, _, _ = await table.put("b", "g", b"v", None)
+    assert a is not None
+    assert b is not None
+    key_a, key_b = (counted.key + b"\x00m/" + node for node in (b"a", b"b"))
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            group.start_soon(partial(table.wait_for_change, "b", b.version, timeout=30))
+            assert not await table.wait_for_change("a", a.version, timeout=0.05)
+            assert key_a in counted.subscriptions[-1]
+            # Nobody waits on a any more: after the linger the stream is made again without it.
+            while key_a in counted.subscriptions[-1]:
+                await counted.subscribed.wait()
+            assert counted.subscriptions[-1] == {key_b}
+            assert counted._bound is not None
+            hub = counted._bound.hub
+            assert hub is not None
+            assert set(hub._topics) == {key_b}
+            # b's waiter still hears of b's touch on the new stream.
+            assert await table.touch("b", b.version) is not None
+        # b's waiter returned; once the feed has lingered and stopped, it forgets b too.
+        assert hub is not None
+        assert hub._task is not None
+        await asyncio.wait({hub._task})
+        assert hub._topics == {}
+
+
+async def test_a_lost_compare_after_an_unanswered_attempt_may_have_been_applied(
+    etcd_server: EtcdServer,
+) -> None:
+    """A write retried on another member after one went unanswered, whose compare then fails,
+    may have lost to its own first attempt: it says so instead of reporting a lost race."""
+
+    class Unanswered(EtcdBackend):
+        async def _call(
+            self, cluster: Any, operation: str, method: str, request: Any, *, idempotent: bool
+        ) -> Any:
+            response, _ = await super()._call(cluster, operation, method, request,
+                                              idempotent=idempotent)
+            return response, not idempotent  # as if a first attempt had gone unanswered
+
+    async with Unanswered(_run_id(), etcd_server.endpoint, key_prefix=_PREFIX) as backend:
+        table = backend.member_table()
+        member, written, _ = await table.put("a", "g", b"v", None)
+        assert written  # a compare that held: whatever the first attempt did, this one applied
+        assert member is not None
+        touched = await table.touch("a", member.version)
+        assert touched is not None
+        for call in (lambda: table.put("a", "h", b"v", None),
+                     lambda: table.put("a", "h", b"v", member.version),
+                     lambda: table.touch("a", member.version),
+                     lambda: table.delete("a", member.version)):  # fmt: skip
+            with pytest.raises(RendezvousConnectionError, match="may or may not have been applied"):
+                await call()
+        assert await table.get("a") == touched
+
+
+async def test_member_keys_over_etcds_limit_are_refused_before_anything_is_sent(
+    etcd_server: EtcdServer,
+) -> None:
+    run_id = "r" * (16 * 1024 - len(_PREFIX) - 40)
+    async with _Counted(run_id, etcd_server.endpoint, key_prefix=_PREFIX) as backend:
+        table = backend.member_table()
+        for call in (
+            lambda: table.put("n" * 40, "g", b"v", None),
+            lambda: table.put("n", "g" * 40, b"v", None),
+            lambda: table.get("n" * 40),
+            lambda: table.count("g" * 40),
+            lambda: table.members("g" * 40),
+            lambda: table.wait_for_change("n" * 40, None, timeout=0),
+        ):
+            with pytest.raises(ValueError, match="16384"):
+                await call()
+        assert backend.calls == []
+        assert (await table.put("n", "g", b"v", None)).written  # short enough
 
 
 # -- a cluster ------------------------------------------------------------------------------------

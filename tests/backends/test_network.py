@@ -8,6 +8,7 @@ per handle, coalesced reads, the outage policy, lingering, the option rules, clo
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Hashable
 from typing import Any, ClassVar
@@ -44,6 +45,8 @@ class FakeStore:
         self.feeds: set[FakeFeed] = set()
         self.closed_feeds = 0
         self.feed_closed = anyio.Event()
+        self.subscriptions: list[frozenset[Hashable]] = []
+        self.subscribed = anyio.Event()
 
     def write(self, state: bytes, *, notify: bool = True) -> int:
         self.version += 1
@@ -77,6 +80,9 @@ class FakeFeed(ChangeFeed):
             raise RendezvousConnectionError("fake: refused")
         self.store.opens += 1
         self.store.feeds.add(self)
+        self.store.subscriptions.append(topics)
+        self.store.subscribed.set()
+        self.store.subscribed = anyio.Event()
 
     async def next_hint(self, timeout: float) -> object:
         if not self.hints and not self.lost:
@@ -199,6 +205,50 @@ async def test_the_feed_lingers_then_closes() -> None:
     assert store.feeds == set()
     assert await backend.wait_for_change(token, timeout=0.01) is None
     assert store.opens == 2
+    await backend.aclose()
+
+
+async def _wait_on(backend: FakeBackend, topic: str, timeout: float) -> object:
+    """Wait on another topic of the handle's feed (as a member table does), for nothing."""
+    result: object = await backend._on_client(
+        backend._wait_for, topic, backend._read, lambda _: False, timeout, "wait"
+    )
+    return result
+
+
+async def test_a_topic_waited_on_again_within_the_linger_keeps_its_subscription() -> None:
+    store = FakeStore()
+    backend = FakeBackend(store)
+    for _ in range(3):
+        assert await _wait_on(backend, "other", 0.01) is None
+    assert store.subscriptions == [frozenset({"other"})]
+    await backend.aclose()
+
+
+async def test_a_topic_nobody_waits_on_is_forgotten() -> None:
+    """A linger after its last waiter left, the feed subscribes again without the topic while
+    another topic still has waiters; once the feed stops, the hub keeps no topic at all."""
+    store = FakeStore()
+    backend = QuickToLetGo(store)
+    _, token, _ = await backend.set_state(b"a")
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(backend.wait_for_change, token)
+            assert await _wait_on(backend, "other", 0.01) is None
+            assert "other" in store.subscriptions[-1]
+            while "other" in store.subscriptions[-1]:
+                await store.subscribed.wait()
+            assert store.subscriptions[-1] == {"run"}
+            store.write(b"b")  # the waiter on "run" is still served by the new subscription
+        bound = backend._bound
+        assert bound is not None
+        hub = bound.hub
+        assert hub is not None
+        assert hub._task is not None
+        await asyncio.wait({hub._task})
+    assert hub._topics == {}
+    assert await backend.wait_for_change(token, timeout=0.01) is not None
+    assert store.subscriptions[-1] == {"run"}
     await backend.aclose()
 
 

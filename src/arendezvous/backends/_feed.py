@@ -23,12 +23,16 @@ The hub keeps the contract's rules for notices (they are hints; nothing is misse
 Topics are the keys or channels a feed watches; a handle's state is one topic, and other
 components of the same handle (such as a member table) can watch more topics on the same hub.
 The hub's feed stays subscribed for ``linger`` seconds after its last waiter left, so a task that
-waits again and again does not pay for a new subscription each time.
+waits again and again does not pay for a new subscription each time. A topic nobody has waited on
+for ``linger`` seconds is forgotten -- the feed subscribes again without it while other topics
+still have waiters, and a feed subscribed later leaves it out -- so a handle whose waiters move
+from key to key (a rendezvous watching another node each round) watches only what is waited on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
@@ -135,13 +139,15 @@ class Watch:
 
 
 class _Topic:
-    __slots__ = ("dirty", "read", "reads", "watchers")
+    __slots__ = ("dirty", "idle_since", "read", "reads", "watchers")
 
     def __init__(self, read: Callable[[], Awaitable[Any]]) -> None:
         self.read = read
         self.reads = 0
         self.dirty = False
         self.watchers: set[Watch] = set()
+        #: When the last waiter left (meaningful while there is none).
+        self.idle_since = 0.0
 
 
 class _Cycle:
@@ -225,9 +231,25 @@ class FeedHub:
             yield watch
         finally:
             topic.watchers.discard(watch)
-            if not self.watchers:
-                self._idle_since = anyio.current_time()
-                self._wakeup.set()
+            if not topic.watchers:
+                topic.idle_since = anyio.current_time()
+                if not self.watchers:
+                    self._idle_since = topic.idle_since
+                self._wakeup.set()  # the feed task times the forgetting
+
+    def _forget_idle_topics(self) -> float:
+        """Forget the topics nobody has waited on for ``linger`` seconds; return when the next
+        of the others is due (``math.inf``: none is idle)."""
+        now = anyio.current_time()
+        due = math.inf
+        for key, topic in list(self._topics.items()):
+            if not topic.watchers:
+                expires = topic.idle_since + self._linger
+                if expires <= now:
+                    del self._topics[key]
+                else:
+                    due = min(due, expires)
+        return due
 
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done() or self._stopping:
@@ -257,6 +279,7 @@ class FeedHub:
             while not self._closed and not self._stopping:
                 feed = self._make_feed()
                 started = anyio.current_time()
+                self._forget_idle_topics()
                 topics = frozenset(self._topics)
                 cycle = _Cycle()
                 try:
@@ -352,6 +375,9 @@ class FeedHub:
                 raise cycle.lost
             if self._closed:
                 return False
+            # With waiters left, an idle topic is forgotten when due (a new subscription without
+            # it); without any, the whole feed lingers and stops, and forgets them all then.
+            forget_at = self._forget_idle_topics() if self.watchers else math.inf
             if frozenset(self._topics) != topics:
                 return True
             dirty = [topic for topic in self._topics.values() if topic.dirty]
@@ -365,11 +391,13 @@ class FeedHub:
                 left = self._idle_since + self._linger - anyio.current_time()
                 if left <= 0:
                     self._stopping = True  # a new waiter from now on starts a new task
+                    self._forget_idle_topics()
                     return False
                 with anyio.move_on_after(left):
                     await wakeup.wait()
             else:
-                await wakeup.wait()
+                with anyio.move_on_after(forget_at - anyio.current_time()):
+                    await wakeup.wait()
 
     async def _read(self, topic: _Topic) -> None:
         topic.dirty = False

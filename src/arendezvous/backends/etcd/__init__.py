@@ -18,6 +18,9 @@ Each run's state lives under ``<key_prefix><run_id>`` (``/arendezvous/<run_id>``
   never overwritten.
 * Each member of the cluster has a connection of its own, and a call that a member does not
   answer in time is tried on the others within the handle's timeout (``_cluster`` says why).
+* ``member_table()`` is an :class:`EtcdMemberTable`: a record key and a group-index key per node
+  beside the run's key, one transaction or range per call, heartbeats pushed to their watchers
+  by the same watch stream (``_members`` has the layout and the costs).
 
 The client is aetcd's generated etcd v3 gRPC API (``aetcd.rpc``) over ``grpc.aio`` channels that
 this backend opens itself: ``aetcd.Client`` has no TLS, no per-call deadline covering the wait for
@@ -26,14 +29,16 @@ a connection, and one shared watch stream; the stubs underneath have all three. 
 asyncio; from trio, the backend runs it on arendezvous's asyncio loop thread.
 
 The package: ``_protocol`` (what is stored and sent), ``_cluster`` (connections and failover),
-``_backend`` (the handle), ``_feed`` (the watch), ``_url`` (``etcd://`` URLs).
+``_backend`` (the handle), ``_members`` (its member table), ``_feed`` (the watch), ``_url``
+(``etcd://`` URLs).
 """
 
 from __future__ import annotations
 
 from .._network import DEFAULT_TIMEOUT
 from ._backend import DEFAULT_ENDPOINT, DEFAULT_KEY_PREFIX, EtcdBackend
-from ._protocol import MAX_STATE_SIZE_LIMIT, EtcdToken
+from ._members import EtcdMemberTable
+from ._protocol import MAX_STATE_SIZE_LIMIT, EtcdMemberVersion, EtcdToken
 from ._url import from_url
 
 __all__ = (
@@ -42,6 +47,8 @@ __all__ = (
     "DEFAULT_TIMEOUT",
     "MAX_STATE_SIZE_LIMIT",
     "EtcdBackend",
+    "EtcdMemberTable",
+    "EtcdMemberVersion",
     "EtcdToken",
     "from_url",
 )

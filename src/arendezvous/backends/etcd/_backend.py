@@ -12,6 +12,7 @@ from .._network import DEFAULT_TIMEOUT, NetworkBackend
 from .._urlparse import TlsOptions, merge_alias, read_tls_file
 from ._cluster import Cluster, parse_endpoints, shown_endpoint
 from ._feed import WatchFeed
+from ._members import EtcdMemberTable
 from ._protocol import (
     MAX_KEY_SIZE,
     MAX_STATE_SIZE_LIMIT,
@@ -120,6 +121,8 @@ class EtcdBackend(NetworkBackend):
         self._errors = error_table(self._grpc)
         self._cluster_id: int | None = None
         self._where = "etcd://" + ",".join(self.endpoints)
+        self._feed: WatchFeed | None = None
+        self._members: EtcdMemberTable | None = None
 
     @property
     def key(self) -> bytes:
@@ -167,7 +170,23 @@ class EtcdBackend(NetworkBackend):
         await client.aclose()
 
     def _make_feed(self, client: Cluster) -> ChangeFeed:
-        return WatchFeed(client, operation="wait_for_change")
+        # The hub runs one feed at a time per client; the member table asks the newest one what
+        # its stream saw.
+        feed = self._feed = WatchFeed(client, operation="wait_for_change")
+        return feed
+
+    def _live_feed(self, client: Cluster) -> WatchFeed | None:
+        """The watch feed of *client* while its stream is confirmed and unbroken, else ``None``."""
+        feed = self._feed
+        return feed if feed is not None and feed.cluster is client and feed.live else None
+
+    def member_table(self) -> EtcdMemberTable:
+        """The run's member table: one record key and one group-index key per node beside the
+        run's key, written by one transaction per call, on this handle's connections and watch
+        stream; it closes with the handle (see :class:`EtcdMemberTable`)."""
+        if self._members is None:
+            self._members = EtcdMemberTable(self)
+        return self._members
 
     def _topic(self) -> Hashable:
         return self._key
@@ -181,6 +200,14 @@ class EtcdBackend(NetworkBackend):
         )
         self._cluster_id = response.header.cluster_id
         return response, ambiguous
+
+    def _ambiguous(self, operation: str, subject: str) -> RendezvousConnectionError:
+        """The error of a write that lost its compare after an unanswered attempt: that attempt
+        may have been applied since, so the lost race may be to that very write."""
+        return RendezvousConnectionError(
+            f"{self._what(operation)}: a member did not answer and the write, retried on "
+            f"another, found {subject} changed: it may or may not have been applied"
+        )
 
     def _decode_kv(self, kv: Any, cluster_id: int) -> tuple[bytes, EtcdToken]:
         return decode(kv.value, self._key), EtcdToken(cluster_id, self._key, kv.mod_revision)
@@ -240,12 +267,7 @@ class EtcdBackend(NetworkBackend):
             # revision the transaction created.
             return state, EtcdToken(cluster_id, self._key, response.header.revision), True
         if ambiguous:
-            # An earlier attempt went unanswered and may have been applied since: this lost
-            # race may be to that very write.
-            raise RendezvousConnectionError(
-                f"{self._what('set_state')}: a member did not answer and the write, retried on "
-                "another, found the state changed: it may or may not have been applied"
-            )
+            raise self._ambiguous("set_state", "the state")
         kvs = response.responses[0].response_range.kvs
         if not kvs:
             return b"", None, False

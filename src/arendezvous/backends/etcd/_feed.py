@@ -1,4 +1,12 @@
-"""The etcd backend's change feed: one watch stream per handle, for all its waiters."""
+"""The etcd backend's change feed: one watch stream per handle, for all its waiters.
+
+Besides hints, the feed keeps what its events say: for each key it watches, the newest revision
+seen and the key's ``mod_revision`` then (:class:`Seen`). An etcd watch event is the change
+itself, not a notice to go and look, so a reader that only needs a key's revision (the member
+table's ``wait_for_change``) learns a touch from the event alone, with no read. What the feed
+knows holds only while its stream does: a new feed (after the stream broke, or to watch other
+keys) starts knowing nothing, and its keys are read again.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,7 @@ import asyncio
 from collections import deque
 from collections.abc import Hashable
 from contextlib import suppress
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
@@ -14,7 +22,16 @@ from ..._errors import RendezvousConnectionError
 from .._feed import ALL, PONG, ChangeFeed
 from ._cluster import Cluster, cancellable
 
-__all__ = ("WatchFeed",)
+__all__ = ("Seen", "WatchFeed")
+
+
+class Seen(NamedTuple):
+    """A key as seen at one revision: by a read (the store's revision when it answered) or by a
+    watch event (the event's revision)."""
+
+    revision: int
+    mod_revision: int
+    """The key's ``mod_revision`` then; 0 if it did not exist."""
 
 
 class WatchFeed(ChangeFeed):
@@ -34,6 +51,40 @@ class WatchFeed(ChangeFeed):
         self._arrived = anyio.Event()
         self._lost: str | None = None
         self._member: Any = None
+        self._topics: frozenset[Hashable] = frozenset()
+        self._opened = False
+        self._closed = False
+        self._seen: dict[bytes, Seen] = {}
+
+    @property
+    def cluster(self) -> Cluster:
+        """The connections the feed's stream runs on."""
+        return self._cluster
+
+    @property
+    def live(self) -> bool:
+        """Whether the stream is confirmed and unbroken: only then does what it saw hold."""
+        return self._opened and self._lost is None and not self._closed
+
+    def seen(self, key: bytes) -> Seen | None:
+        """The newest state of *key* this live feed knows of, or ``None`` (read it, then
+        :meth:`learn`)."""
+        return self._seen.get(key) if self.live else None
+
+    def learn(self, key: bytes, seen: Seen) -> Seen:
+        """Note a read of *key* that began while this feed was live; return the newest of it and
+        what the feed already knew (events can arrive after a read that already saw them).
+
+        A read is remembered only while the feed is live and watches *key*: from then on every
+        change of the key reaches the feed as an event.
+        """
+        if not self.live or key not in self._topics:
+            return seen
+        known = self._seen.get(key)
+        if known is not None and known.revision >= seen.revision:
+            return known
+        self._seen[key] = seen
+        return seen
 
     async def open(self, topics: frozenset[Hashable]) -> None:
         cluster = self._cluster
@@ -77,6 +128,7 @@ class WatchFeed(ChangeFeed):
                     with anyio.CancelScope(shield=True):
                         await self._cancel(call)
             self._call, self._member = call, member
+            self._topics, self._opened = topics, True
             self._reader = loop.create_task(self._read())
             return
         if last is None:
@@ -91,6 +143,11 @@ class WatchFeed(ChangeFeed):
                 if response is grpc.aio.EOF:
                     self._lost = "the watch stream ended"
                     return
+                for event in response.events:
+                    # Learnt as the stream delivers it: a reader asking later gets the newest.
+                    kv = event.kv
+                    alive = event.type == event.PUT
+                    self.learn(kv.key, Seen(kv.mod_revision, kv.mod_revision if alive else 0))
                 self._responses.append(response)
                 self._arrived.set()
         except asyncio.CancelledError:
@@ -141,6 +198,7 @@ class WatchFeed(ChangeFeed):
         return False
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._call is not None:
             # Cancelled through gRPC, the stream ends the reader's read with gRPC's own report
             # (cancelling the reader's task instead would leave that report to come later).
