@@ -3,8 +3,9 @@
     python benchmarks/bench_rendezvous.py [--quick] [--no-torch] [--stores redis,etcd,postgres]
                                           [--sizes 64,256,1000] [--repeat 3]
 
-Rows (every time runs from "go" until the last node holds its rank; store calls are every backend
-and member-table call the nodes made, counted by a wrapper, divided by N):
+Rows (every time runs from "go" until the last node holds its rank; store calls are the requests
+the nodes' backends and member tables made, counted by a wrapper, divided by N -- a wait answered
+by the handle's shared change feed counts once, when it returns):
 
 * **scale**: N = 64, 256, 1,000 nodes (``min = max = N``) on each store, as tasks spread over
   worker processes (at most 8), each node with its own backend handle (PostgreSQL: one handle
@@ -13,8 +14,7 @@ and member-table call the nodes made, counted by a wrapper, divided by N):
   shape, N = 64 and 128 as threads over 4 processes; the ratio is torch's time over ours;
 * **steady state**: a formed round of N = 64 and 256 waits in ``wait_for_round_end()`` while
   heartbeats go on (``heartbeat = 0.5 s``, evicted after 3 missed): store calls per node per
-  heartbeat interval, and how many calls of the round record were made meanwhile, each a waiter
-  woken (should be none);
+  heartbeat interval, and how many waiters on the round record were woken (should be none);
 * **small rounds** as processes (N = 2, 8, 16; file backend and each store; ``min = max``), and
   the last call's overshoot: completion minus (the moment the last call started + L);
 * **a death**: four processes in a round, one SIGKILLed: time until the three others hold the
@@ -80,11 +80,16 @@ MAX_PROCESSES = 8
 
 
 class Counter:
-    """Store calls made by one process's nodes: all of them, and those on the round record."""
+    """What one process's nodes asked of their stores.
+
+    ``calls`` counts requests: every backend and member-table call except waits, which the
+    handle's one shared change feed answers (a wait is counted once it returns, as the read that
+    woke it). ``woken`` counts waits on the round record that returned: waiters woken.
+    """
 
     def __init__(self) -> None:
         self.calls = 0
-        self.record_calls = 0
+        self.woken = 0
 
 
 class CountedBackend(AsyncRendezvousBackend):
@@ -100,25 +105,24 @@ class CountedBackend(AsyncRendezvousBackend):
     def name(self) -> str:
         return self._backend.name
 
-    def _count(self) -> None:
-        self._counter.calls += 1
-        self._counter.record_calls += 1
-
     async def get_state(self) -> tuple[bytes, Token] | None:
-        self._count()
+        self._counter.calls += 1
         return await self._backend.get_state()
 
     async def set_state(
         self, state: bytes, token: Token | None = None
     ) -> tuple[bytes, Token, bool]:
-        self._count()
+        self._counter.calls += 1
         return await self._backend.set_state(state, token)
 
     async def wait_for_change(
         self, token: Token | None, *, timeout: float | None = None
     ) -> tuple[bytes, Token] | None:
-        self._count()
-        return await self._backend.wait_for_change(token, timeout=timeout)
+        changed = await self._backend.wait_for_change(token, timeout=timeout)
+        if changed is not None:
+            self._counter.calls += 1
+            self._counter.woken += 1
+        return changed
 
     async def aclose(self) -> None:
         await self._backend.aclose()
@@ -160,8 +164,10 @@ class CountedTable(MemberTable):
     async def wait_for_change(
         self, node: str, version: Token | None, *, timeout: float | None = None
     ) -> bool:
-        self._counter.calls += 1
-        return await self._table.wait_for_change(node, version, timeout=timeout)
+        changed = await self._table.wait_for_change(node, version, timeout=timeout)
+        if changed:
+            self._counter.calls += 1
+        return changed
 
 
 # -- workers (this script run with --worker) ------------------------------------------------------
@@ -241,8 +247,8 @@ async def _our_worker(job: Job) -> None:
                         ranks=[info.rank for _, info in joined],
                         round_id=joined[0][1].round_id, calls=counter.calls)
             while await anyio.to_thread.run_sync(_read_command) == "steady":
-                calls, record_calls = await _steady(nodes, job.heartbeat, counter)
-                _report(calls=calls, record_calls=record_calls)
+                calls, woken = await _steady(nodes, job.heartbeat, counter)
+                _report(calls=calls, woken=woken)
             group.cancel_scope.cancel()
     finally:
         for handle in handles:
@@ -287,8 +293,8 @@ async def _steady(
     nodes: list[AsyncRendezvous], heartbeat: float, counter: Counter
 ) -> tuple[int, int]:
     """Every node waits for its round's end while STEADY_INTERVALS heartbeats go by; return the
-    store calls made meanwhile, all and on the round record. Counting starts one heartbeat after
-    the waits began, so the read each wait makes on entry is not counted."""
+    store calls made meanwhile and the waiters woken. Counting starts one heartbeat after the
+    waits began, so the read each wait makes on entry is not counted."""
     ended: list[RoundEnd | None] = []
 
     async def wait(node: AsyncRendezvous) -> None:
@@ -298,9 +304,9 @@ async def _steady(
         for node in nodes:
             group.start_soon(wait, node)
         await anyio.sleep(heartbeat)
-        before = (counter.calls, counter.record_calls)
+        before = (counter.calls, counter.woken)
         await anyio.sleep(STEADY_INTERVALS * heartbeat)
-        after = (counter.calls, counter.record_calls)
+        after = (counter.calls, counter.woken)
         group.cancel_scope.cancel()
     if ended:
         raise RuntimeError(f"a round ended during the steady-state row: {ended}")
@@ -434,7 +440,7 @@ def split(nodes: int, processes: int) -> list[tuple[int, int]]:
 class Outcome:
     seconds: float
     calls_per_node: float
-    steady: tuple[float, int] | None = None  # calls per node per interval, record calls
+    steady: tuple[float, int] | None = None  # calls per node per interval, waiters woken
 
 
 def time_round(kind: str, target: str, nodes: int, *, processes: int, low: int | None = None,
@@ -462,7 +468,7 @@ def time_round(kind: str, target: str, nodes: int, *, processes: int, low: int |
                 worker.send("steady")
             measured = [worker.result() for worker in workers]
             outcome.steady = (sum(m["calls"] for m in measured) / nodes / STEADY_INTERVALS,
-                              sum(m["record_calls"] for m in measured))
+                              sum(m["woken"] for m in measured))
     return outcome
 
 
@@ -666,10 +672,10 @@ def main() -> None:
                                      heartbeat=STEADY_HEARTBEAT, shared_handle=name == "postgres",
                                      steady=True, missed=3)
                 assert outcome.steady is not None
-                per_interval, record_calls = outcome.steady
+                per_interval, woken = outcome.steady
                 table.add(f"formed round of {nodes}, per heartbeat interval ({name})",
-                          f"{record_calls} record reads (waiters woken)", f"{per_interval:.2f}",
-                          "—", "—", "<= 2 calls, 0 woken")
+                          f"{woken} waiters woken", f"{per_interval:.2f}", "—", "—",
+                          "<= 2 calls, 0 woken")
 
         # -- small rounds, the last call, a death -----------------------------------------------
         small = ["file", *stores]
