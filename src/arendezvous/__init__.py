@@ -8,6 +8,7 @@ racing writers.
 
 from ._backend import DEFAULT_MAX_STATE_SIZE as DEFAULT_MAX_STATE_SIZE
 from ._backend import AsyncRendezvousBackend as AsyncRendezvousBackend
+from ._backend import RunInfo as RunInfo
 from ._backend import Token as Token
 from ._emulated import emulate_member_table as emulate_member_table
 from ._errors import BackendClosedError as BackendClosedError
@@ -57,6 +58,7 @@ __all__ = (
     "RendezvousStateError",
     "RendezvousTimeoutError",
     "RoundEnd",
+    "RunInfo",
     "SyncBackend",
     "SyncRendezvous",
     "Token",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
@@ -22,6 +23,7 @@ __all__ = (
     "DEFAULT_MAX_STATE_SIZE",
     "AsyncRendezvousBackend",
     "RunHandle",
+    "RunInfo",
     "Token",
     "check_run_id",
     "check_state",
@@ -106,6 +108,23 @@ def check_run_id(run_id: object) -> str:
     if "\x00" in run_id:
         raise ValueError("run_id must not contain NUL")
     return run_id
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One run a store holds, as :meth:`AsyncRendezvousBackend.list_runs` reports it.
+
+    :ivar run_id: the run's id.
+    :ivar size: bytes of its state, or ``None`` if it has none (only member records).
+    :ivar age: seconds since the run was last written (state or member records), by the store's
+        own clock; ``None`` where the store cannot tell.
+    :ivar members: how many member records it holds, or ``None`` where that is not known cheaply.
+    """
+
+    run_id: str
+    size: int | None
+    age: float | None
+    members: int | None
 
 
 class RunHandle:
@@ -199,6 +218,31 @@ class AsyncRendezvousBackend(ABC):
         :class:`~arendezvous.MemberTable`.
         """
         return None
+
+    async def delete_run(self) -> bool:
+        """Delete everything the store keeps for this handle's run (its state and member
+        records), so that it starts afresh: a later write creates a new incarnation, and no token
+        or version of the old one ever matches it. Return whether there was anything to delete.
+
+        An optional capability of the lifecycle (every bundled backend offers it); deleting a run
+        that nodes still use makes them start it again from nothing.
+
+        :raises NotImplementedError: the backend cannot delete runs (this default).
+        :raises RendezvousConnectionError: the store cannot be reached; the deletion may or may
+            not have happened.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot delete runs")
+
+    async def list_runs(self) -> list[RunInfo]:
+        """Every run the store holds in this handle's namespace (its key prefix, table,
+        directory...), in no particular order.
+
+        An optional capability of the lifecycle (every bundled backend offers it).
+
+        :raises NotImplementedError: the backend cannot list runs (this default).
+        :raises RendezvousConnectionError: the store cannot be reached.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list runs")
 
     async def __aenter__(self: _Backend) -> _Backend:
         return self

@@ -61,6 +61,7 @@ from __future__ import annotations
 from ._backend import DEFAULT_MAX_STATE_SIZE as DEFAULT_MAX_STATE_SIZE
 from ._backend import AsyncRendezvousBackend as AsyncRendezvousBackend
 from ._backend import RunHandle as RunHandle
+from ._backend import RunInfo as RunInfo
 from ._backend import Token as Token
 from ._backend import check_run_id as check_run_id
 from ._backend import check_state as check_state
@@ -93,6 +94,7 @@ __all__ = (
     "RendezvousStateError",
     "RendezvousTimeoutError",
     "RunHandle",
+    "RunInfo",
     "Token",
     "check_group",
     "check_member_value",

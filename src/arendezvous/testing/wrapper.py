@@ -26,7 +26,7 @@ the one outside it.
 
 from __future__ import annotations
 
-from .._backend import AsyncRendezvousBackend, Token
+from .._backend import AsyncRendezvousBackend, RunInfo, Token
 from .._members import MemberTable
 
 __all__ = ("BackendWrapper",)
@@ -66,6 +66,14 @@ class BackendWrapper(AsyncRendezvousBackend):
     def member_table(self) -> MemberTable | None:
         """The wrapped backend's optional member-table capability, or ``None`` without one."""
         return self._backend.member_table()
+
+    async def delete_run(self) -> bool:
+        """The wrapped backend's ``delete_run()`` (an optional capability, passed on unchanged)."""
+        return await self._backend.delete_run()
+
+    async def list_runs(self) -> list[RunInfo]:
+        """The wrapped backend's ``list_runs()`` (an optional capability, passed on unchanged)."""
+        return await self._backend.list_runs()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._backend!r})"
