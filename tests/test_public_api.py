@@ -23,6 +23,7 @@ PUBLIC_MODULES = [
     "arendezvous.backends.postgres",
     "arendezvous.testing",
     "arendezvous.testing.conformance",
+    "arendezvous.testing.lifecycle",
     "arendezvous.testing.members",
     "arendezvous.testing.wrapper",
     "arendezvous.testing.stateful",

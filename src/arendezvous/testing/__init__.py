@@ -7,6 +7,8 @@ Every public name of the kit is importable from here, and each is imported on fi
 
 * :mod:`~arendezvous.testing.conformance` -- pytest classes to subclass with a factory
   (:class:`BackendConformance`, :class:`CorruptStateConformance`).
+* :mod:`~arendezvous.testing.lifecycle` -- :class:`RunLifecycleConformance`, for a backend that
+  deletes, lists and expires runs.
 * :mod:`~arendezvous.testing.members` -- :class:`MemberTableConformance`, for a backend that
   offers the optional member table (:meth:`~arendezvous.AsyncRendezvousBackend.member_table`).
 * :mod:`~arendezvous.testing.stateful` -- a Hypothesis state machine of racing writers
@@ -58,6 +60,7 @@ if TYPE_CHECKING or not install_lazy_exports(__name__):
     from .linearizability import CheckStats as CheckStats
     from .linearizability import Explanation as Explanation
     from .linearizability import Verdict as Verdict
+    from .lifecycle import RunLifecycleConformance as RunLifecycleConformance
     from .linearizability import check as check
     from .members import MemberTableConformance as MemberTableConformance
     from .servers import ServerNotFoundError as ServerNotFoundError
@@ -96,6 +99,7 @@ __all__ = (
     "Recorder",
     "RecordingBackend",
     "RedisServer",
+    "RunLifecycleConformance",
     "ServerNotFoundError",
     "TokenCodec",
     "Verdict",
