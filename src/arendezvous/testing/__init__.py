@@ -56,11 +56,11 @@ if TYPE_CHECKING or not install_lazy_exports(__name__):
     from .history import TokenCodec as TokenCodec
     from .history import load as load
     from .history import merge as merge
+    from .lifecycle import RunLifecycleConformance as RunLifecycleConformance
     from .linearizability import CheckResult as CheckResult
     from .linearizability import CheckStats as CheckStats
     from .linearizability import Explanation as Explanation
     from .linearizability import Verdict as Verdict
-    from .lifecycle import RunLifecycleConformance as RunLifecycleConformance
     from .linearizability import check as check
     from .members import MemberTableConformance as MemberTableConformance
     from .servers import ServerNotFoundError as ServerNotFoundError
