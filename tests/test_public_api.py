@@ -25,6 +25,7 @@ PUBLIC_MODULES = [
     "arendezvous.testing.conformance",
     "arendezvous.testing.lifecycle",
     "arendezvous.testing.members",
+    "arendezvous.testing.network",
     "arendezvous.testing.wrapper",
     "arendezvous.testing.stateful",
     "arendezvous.testing.linearizability",
@@ -34,7 +35,9 @@ PUBLIC_MODULES = [
     "arendezvous.testing.servers.redis",
     "arendezvous.testing.servers.etcd",
     "arendezvous.testing.servers.postgres",
+    "arendezvous.testing.servers.proxy",
     "arendezvous.integrations.torch",
+    "arendezvous.cli",
 ]
 
 

@@ -34,6 +34,7 @@ class JsonTokenCodec:
     """
 
     def encode(self, token: Token) -> object | None:
+        """``{"<type>": value}`` for a token of a supported type; ``None`` for any other."""
         kind = type(token)
         if kind is str:
             return {"str": token}
@@ -59,6 +60,10 @@ class JsonTokenCodec:
         return None
 
     def decode(self, data: Any) -> Token:
+        """The token that :meth:`encode` turned into *data*.
+
+        :raises ValueError: *data* is not something :meth:`encode` makes.
+        """
         if data is None:
             return None
         if not isinstance(data, dict) or len(data) != 1:
