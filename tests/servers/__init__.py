@@ -19,10 +19,18 @@ from arendezvous.testing.servers import find_binary as _find_binary
 __all__ = ("find_binary", "free_port")
 
 
-def find_binary(name: str, *, debian_package: str, extra_paths: Iterable[str] = ()) -> str:
+def find_binary(
+    name: str,
+    *,
+    debian_package: str | None = None,
+    pip_package: str | None = None,
+    extra_paths: Iterable[str] = (),
+) -> str:
     """The path of server binary *name*, or fail (CI) / skip loudly (locally) if missing."""
     try:
-        return _find_binary(name, debian_package=debian_package, extra_paths=extra_paths)
+        return _find_binary(
+            name, debian_package=debian_package, pip_package=pip_package, extra_paths=extra_paths
+        )
     except ServerNotFoundError as missing:
         reason = str(missing)
     if os.environ.get("CI"):
