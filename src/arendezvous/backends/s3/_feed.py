@@ -19,6 +19,7 @@ from contextlib import ExitStack
 
 import anyio
 
+from ..._errors import RendezvousStateError
 from ..._notify import ChangeNotifier
 from .._feed import ChangeFeed
 from ._client import S3Client
@@ -98,7 +99,10 @@ class PollingFeed(ChangeFeed):
 
     async def open(self, topics: frozenset[Hashable]) -> None:
         if self._client.unreachable:
-            await self._check()  # raises RendezvousConnectionError while it is unreachable
+            try:
+                await self._check()  # raises RendezvousConnectionError while it is unreachable
+            except RendezvousStateError:
+                pass  # the store answered; what it holds is for the reads to report
         self._schedule.restart()
         self._seen = self._client.last_etag
         self._arm()
