@@ -42,7 +42,7 @@ from arendezvous import (
 from arendezvous._members import Member, MemberPut, MemberTable
 from arendezvous.rendezvous import AsyncRendezvous, RendezvousInfo, RoundEnd
 
-__all__ = ("Schedule", "run_schedule", "schedules")
+__all__ = ("NORMAL", "Schedule", "Timings", "run_schedule", "schedules")
 
 Step = tuple[str, int] | tuple[str, float] | tuple[str, int, int]
 
@@ -52,6 +52,40 @@ FREEZE = 2.5 * HEARTBEAT_TIMEOUT
 LIVENESS_LIMIT = 15.0
 SETTLE_LIMIT = 2.0
 HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class Timings:
+    """How fast a schedule runs: the durations above (and the schedule's last call and pauses)
+    times :attr:`slowness`, for a store whose writes take longer (a polling store whose every
+    heartbeat is a compare-and-swap of the whole blob needs longer heartbeats and timeouts, or
+    its live nodes look dead). The clock offsets are not scaled."""
+
+    slowness: float = 1.0
+
+    @property
+    def heartbeat(self) -> float:
+        return HEARTBEAT * self.slowness
+
+    @property
+    def heartbeat_timeout(self) -> float:
+        return HEARTBEAT_TIMEOUT * self.slowness
+
+    @property
+    def freeze(self) -> float:
+        return FREEZE * self.slowness
+
+    @property
+    def liveness_limit(self) -> float:
+        return LIVENESS_LIMIT * self.slowness
+
+    @property
+    def settle_limit(self) -> float:
+        return SETTLE_LIMIT * self.slowness
+
+
+NORMAL = Timings()
+"""The pace of the in-process stores and of Redis, etcd and PostgreSQL."""
 
 
 @dataclass(frozen=True)
@@ -291,9 +325,12 @@ def _skewed(offset: float) -> Callable[[], float]:
 
 
 async def run_schedule(
-    schedule: Schedule, make_backend: Callable[[], Awaitable[AsyncRendezvousBackend]]
+    schedule: Schedule,
+    make_backend: Callable[[], Awaitable[AsyncRendezvousBackend]],
+    timings: Timings = NORMAL,
 ) -> list[RendezvousInfo]:
-    """Play *schedule* on nodes whose handles come from *make_backend*; return every round seen.
+    """Play *schedule* on nodes whose handles come from *make_backend*, at the pace of *timings*;
+    return every round seen.
 
     Raises ``AssertionError`` if safety or liveness fails.
     """
@@ -305,8 +342,8 @@ async def run_schedule(
     def rendezvous_for(node: _Node) -> AsyncRendezvous:
         rendezvous = AsyncRendezvous(
             node.backend, node.name, schedule.min_nodes, schedule.max_nodes,
-            last_call=schedule.last_call, heartbeat=HEARTBEAT,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT, join_timeout=LIVENESS_LIMIT,
+            last_call=schedule.last_call * timings.slowness, heartbeat=timings.heartbeat,
+            heartbeat_timeout=timings.heartbeat_timeout, join_timeout=timings.liveness_limit,
         )
         rendezvous._clock = _skewed(node.offset)  # type: ignore[method-assign]
         return rendezvous
@@ -344,7 +381,7 @@ async def run_schedule(
         # first was evicted meanwhile -- a loaded machine can be slower than the timeout -- the
         # twin may take the id over; safety still forbids the id twice in one round.)
         twin = await new_node(index)
-        with anyio.fail_after(LIVENESS_LIMIT):
+        with anyio.fail_after(timings.liveness_limit):
             try:
                 async with rendezvous_for(twin) as rendezvous:
                     record.add(twin, await rendezvous.next_rendezvous())
@@ -352,7 +389,7 @@ async def run_schedule(
                 refused.append(f"twin of {twin.name}")
 
     async def thaw_later(node: _Node) -> None:
-        await anyio.sleep(FREEZE)
+        await anyio.sleep(timings.freeze)
         node.faults.thawed.set()
 
     async def start(group: TaskGroup, index: int) -> None:
@@ -380,12 +417,12 @@ async def run_schedule(
             for step in schedule.steps:
                 action, argument = step[0], step[1]
                 if action == "pause":
-                    await anyio.sleep(argument)
+                    await anyio.sleep(argument * timings.slowness)
                     continue
                 if action == "settle":
                     # Give the running nodes time to form a round with all that fit; go on
                     # regardless after a while (liveness is checked at the end).
-                    with anyio.move_on_after(SETTLE_LIMIT):
+                    with anyio.move_on_after(timings.settle_limit):
                         while True:
                             running = [node for node in nodes.values()
                                        if node.running and not node.faults.crashed]
@@ -420,7 +457,7 @@ async def run_schedule(
                     # Stop waiting (or skip the next wait): call next_rendezvous() again now.
                     node.restart_requested = True
                     node.poke.cancel()
-            with anyio.fail_after(LIVENESS_LIMIT):
+            with anyio.fail_after(timings.liveness_limit):
                 # Frozen nodes come back and every stopped driver is gone before the node can be
                 # started again; then every node runs and one round must hold all that fit.
                 for node in nodes.values():

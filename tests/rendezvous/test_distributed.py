@@ -1,14 +1,25 @@
-"""The rendezvous on the distributed stores: Redis, etcd and PostgreSQL servers on 127.0.0.1.
+"""The rendezvous on the distributed stores: Redis, etcd, PostgreSQL and SeaweedFS (S3) servers
+on 127.0.0.1.
 
-Their clients run only on asyncio, so this module narrows ``anyio_backend``. The core behaviour
-tests of ``test_rendezvous.py`` are imported and run here again on each store (pytest collects
-them with this module's fixtures), then random schedules and the cross-process test.
+The tests use the stores' own clients beside the backends (asyncio only), so this module narrows
+``anyio_backend``. The core behaviour tests of ``test_rendezvous.py`` are imported and run here
+again on each store (pytest collects them with this module's fixtures), then random schedules
+and the cross-process test.
+
+S3 has no member table: the rendezvous keeps its member records in the one object, so every
+heartbeat is a compare-and-swap of the whole object (10-60 ms each on SeaweedFS while a few nodes
+race), and other processes see it only by polling. Heartbeats every 0.03-0.1 s with a timeout of
+0.15-0.4 s, as the other stores' tests use, would evict live nodes there; on S3 every duration of
+the tests (heartbeats, timeouts, last calls, pauses) is :data:`SLOWNESS` times as long. S3 also
+signs every request with the client's clock and refuses one more than 15 minutes off the
+store's, so its process test skews clocks by 10 minutes, not an hour.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Final
 
 import anyio
 import pytest
@@ -18,9 +29,11 @@ from arendezvous import AsyncRendezvousBackend, open_backend
 from servers.etcd import EtcdServer
 from servers.postgres import PostgresServer
 from servers.redis import RedisServer
+from servers.seaweedfs import SeaweedFSServer
 
+from . import test_rendezvous as behaviour
 from ._observe import Changes, WatchedBackend
-from ._schedules import Schedule, run_schedule, schedules
+from ._schedules import Schedule, Timings, run_schedule, schedules
 from .conftest import MakeBackend
 from .test_processes import check_processes_rendezvous
 from .test_rendezvous import (  # noqa: F401  (collected again here, on each store)
@@ -41,12 +54,25 @@ from .test_rendezvous import (  # noqa: F401  (collected again here, on each sto
 
 pytestmark = pytest.mark.anyio
 
-Server = RedisServer | EtcdServer | PostgresServer
+Server = RedisServer | EtcdServer | PostgresServer | SeaweedFSServer
 _SERVERS: dict[str, type[Server]] = {
     "redis": RedisServer,
     "etcd": EtcdServer,
     "postgres": PostgresServer,
+    "s3": SeaweedFSServer,
 }
+
+SLOWNESS: Final = {"s3": 10.0}
+"""How many times longer every duration of the tests is on a store (1 if not named)."""
+
+
+def timings(server: Server) -> Timings:
+    """The pace of the tests on *server*'s store."""
+    return Timings(SLOWNESS.get(_name(server), 1.0))
+
+
+def _name(server: Server) -> str:
+    return next(name for name, kind in _SERVERS.items() if isinstance(server, kind))
 
 
 @pytest.fixture
@@ -56,8 +82,18 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module", params=sorted(_SERVERS))
 def server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    with _SERVERS[request.param]() as running:
+    with _SERVERS[request.param]() as running, pytest.MonkeyPatch.context() as patch:
+        for name, value in getattr(running, "environ", {}).items():
+            patch.setenv(name, value)
         yield running
+
+
+@pytest.fixture(autouse=True)
+def store_pace(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The imported behaviour tests' heartbeat and timeout, at the store's pace."""
+    slowness = timings(server).slowness
+    for name in ("heartbeat", "heartbeat_timeout"):
+        monkeypatch.setitem(behaviour.FAST, name, behaviour.FAST[name] * slowness)
 
 
 @pytest.fixture
@@ -85,9 +121,13 @@ def test_schedules(server: Server, schedule: Schedule) -> None:
     async def make() -> AsyncRendezvousBackend:
         return open_backend(server.url, run_id=run_id)
 
-    anyio.run(run_schedule, schedule, make, backend="asyncio")
+    anyio.run(run_schedule, schedule, make, timings(server), backend="asyncio")
 
 
 def test_processes(server: Server) -> None:
-    check_processes_rendezvous(server.url)
+    # S3 signs every request with the client's clock and refuses one more than 15 minutes off.
+    offset = "10m" if isinstance(server, SeaweedFSServer) else "1h"
+    check_processes_rendezvous(
+        server.url, heartbeat=0.1 * timings(server).slowness, clock_offset=offset
+    )
 

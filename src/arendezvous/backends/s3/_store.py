@@ -71,6 +71,8 @@ class Outcome(enum.Enum):
     NO_BUCKET = "no bucket"
     #: The store refused the credentials or their permissions.
     DENIED = "denied"
+    #: The request's signature carries a time too far from the store's clock (SigV4).
+    CLOCK_SKEW = "clock skew"
 
 
 REPLY_TABLE: Mapping[str | int, Outcome] = MappingProxyType(
@@ -87,6 +89,7 @@ REPLY_TABLE: Mapping[str | int, Outcome] = MappingProxyType(
         "SignatureDoesNotMatch": Outcome.DENIED,
         "ExpiredToken": Outcome.DENIED,
         "InvalidToken": Outcome.DENIED,
+        "RequestTimeTooSkewed": Outcome.CLOCK_SKEW,
         404: Outcome.MISSING,
         412: Outcome.CONDITION_FAILED,
         409: Outcome.CONFLICT,
@@ -320,6 +323,15 @@ def error_table() -> ErrorTable:
             when=_is(Outcome.NO_BUCKET),
         ),
         ErrorRule((ClientError,), detail=_denied, when=_is(Outcome.DENIED)),
+        ErrorRule(
+            (ClientError,),
+            detail=lambda error: (
+                f"the store refused the request ({describe(error)}): every request is signed "
+                "with this machine's time, which must be within 15 minutes of the store's; set "
+                "the clock right (NTP)"
+            ),
+            when=_is(Outcome.CLOCK_SKEW),
+        ),
         ErrorRule((ClientError,), detail=describe),
         ErrorRule((BotoCoreError, aiohttp.ClientError, OSError)),
     )
