@@ -21,6 +21,7 @@ PUBLIC_MODULES = [
     "arendezvous.backends.redis",
     "arendezvous.backends.etcd",
     "arendezvous.backends.postgres",
+    "arendezvous.backends.s3",
     "arendezvous.testing",
     "arendezvous.testing.conformance",
     "arendezvous.testing.members",
@@ -33,6 +34,7 @@ PUBLIC_MODULES = [
     "arendezvous.testing.servers.redis",
     "arendezvous.testing.servers.etcd",
     "arendezvous.testing.servers.postgres",
+    "arendezvous.testing.servers.seaweedfs",
     "arendezvous.integrations.torch",
 ]
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from arendezvous import AsyncRendezvousBackend, open_backend
+from arendezvous.rendezvous import AsyncRendezvous
 from servers.etcd import EtcdServer
 from servers.postgres import PostgresServer
 from servers.redis import RedisServer
@@ -90,10 +91,20 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
 
 @pytest.fixture(autouse=True)
 def store_pace(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The imported behaviour tests' heartbeat and timeout, at the store's pace."""
+    """The imported behaviour tests at the store's pace: every :class:`AsyncRendezvous` they make
+    gets its heartbeat, heartbeat timeout and last call times the store's slowness (its join
+    timeout stays: the tests that give one short want it to expire)."""
     slowness = timings(server).slowness
-    for name in ("heartbeat", "heartbeat_timeout"):
-        monkeypatch.setitem(behaviour.FAST, name, behaviour.FAST[name] * slowness)
+    if slowness == 1:
+        return
+
+    def paced(*args: Any, **options: Any) -> AsyncRendezvous:
+        for name in ("heartbeat", "heartbeat_timeout", "last_call"):
+            if options.get(name) is not None:
+                options[name] *= slowness
+        return AsyncRendezvous(*args, **options)
+
+    monkeypatch.setattr(behaviour, "AsyncRendezvous", paced)
 
 
 @pytest.fixture

@@ -41,7 +41,8 @@ def from_url(url: str, *, run_id: str) -> S3Backend:
     * ``max_state_size`` -- the largest state accepted, in bytes (default 1 MiB).
 
     Credentials never go in the URL: botocore finds them in the environment, the AWS config files
-    or the named profile.
+    or the named profile. So an unencoded ``@`` before the query is refused wherever it is (a
+    prefix holding one writes it ``%40``).
 
     :raises ValueError: the URL is malformed, carries credentials, or an option is unknown or
         invalid (the message never repeats credentials).
@@ -49,7 +50,9 @@ def from_url(url: str, *, run_id: str) -> S3Backend:
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme.lower() != "s3":
         raise ValueError(f"expected an s3:// URL, got {parsed.scheme}://")
-    if "@" in parsed.netloc or any(
+    # An '@' anywhere before the query: "s3://us/er:secret@bucket" has the netloc "us" and the
+    # secret in its path, which would become the prefix (and show in the repr).
+    if "@" in url.partition("?")[0] or any(
         word in key.lower()
         for key, _ in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)
         for word in _CREDENTIAL_WORDS
