@@ -34,7 +34,7 @@ from servers.seaweedfs import SeaweedFSServer
 
 from . import test_rendezvous as behaviour
 from ._observe import Changes, WatchedBackend
-from ._schedules import Schedule, Timings, run_schedule, schedules
+from ._schedules import Pace, Schedule, run_schedule, schedules
 from .conftest import MakeBackend
 from .test_processes import check_processes_rendezvous
 from .test_rendezvous import (  # noqa: F401  (collected again here, on each store)
@@ -67,9 +67,9 @@ SLOWNESS: Final = {"s3": 10.0}
 """How many times longer every duration of the tests is on a store (1 if not named)."""
 
 
-def timings(server: Server) -> Timings:
+def pace(server: Server) -> Pace:
     """The pace of the tests on *server*'s store."""
-    return Timings(SLOWNESS.get(_name(server), 1.0))
+    return Pace(SLOWNESS.get(_name(server), 1.0))
 
 
 def _name(server: Server) -> str:
@@ -94,7 +94,7 @@ def store_pace(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """The imported behaviour tests at the store's pace: every :class:`AsyncRendezvous` they make
     gets its heartbeat, heartbeat timeout and last call times the store's slowness (its join
     timeout stays: the tests that give one short want it to expire)."""
-    slowness = timings(server).slowness
+    slowness = pace(server).slowness
     if slowness == 1:
         return
 
@@ -132,13 +132,13 @@ def test_schedules(server: Server, schedule: Schedule) -> None:
     async def make() -> AsyncRendezvousBackend:
         return open_backend(server.url, run_id=run_id)
 
-    anyio.run(run_schedule, schedule, make, timings(server), backend="asyncio")
+    anyio.run(run_schedule, schedule, make, pace(server), backend="asyncio")
 
 
 def test_processes(server: Server) -> None:
     # S3 signs every request with the client's clock and refuses one more than 15 minutes off.
     offset = "10m" if isinstance(server, SeaweedFSServer) else "1h"
     check_processes_rendezvous(
-        server.url, heartbeat=0.1 * timings(server).slowness, clock_offset=offset
+        server.url, heartbeat=pace(server)(0.1), clock_offset=offset
     )
 

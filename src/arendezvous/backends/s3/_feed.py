@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Hashable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 
 import anyio
 
@@ -99,10 +99,10 @@ class PollingFeed(ChangeFeed):
 
     async def open(self, topics: frozenset[Hashable]) -> None:
         if self._client.unreachable:
-            try:
-                await self._check()  # raises RendezvousConnectionError while it is unreachable
-            except RendezvousStateError:
-                pass  # the store answered; what it holds is for the reads to report
+            # Raises RendezvousConnectionError while the store is unreachable; a state error
+            # means it answered (what it holds is for the reads to report).
+            with suppress(RendezvousStateError):
+                await self._check()
         self._schedule.restart()
         self._seen = self._client.last_etag
         self._arm()
