@@ -14,9 +14,9 @@ store to re-create an existing probe object with ``If-None-Match: *`` and to rep
 because on such a store a compare-and-swap would silently not be one.
 
 S3 has no change notification: the handle's one change feed polls, first every
-``poll_interval`` seconds and then ever less often up to ``max_poll_interval``, with jitter; a
-poll that finds a change starts again from the shortest pause, and writes by handles in the same
-process wake it at once. S3 offers no member table (it has no atomic counter), so a rendezvous
+``poll_interval`` seconds and then ever less often up to ``max_poll_interval``, with jitter;
+writes by handles in the same process wake it at once and start it again from the shortest
+pause. S3 offers no member table (it has no atomic counter), so a rendezvous
 keeps its member records inside the one object (:func:`arendezvous.emulate_member_table`).
 
 The client is aiobotocore. It runs only on asyncio; from trio, the backend runs it on

@@ -83,9 +83,9 @@ class S3Backend(NetworkBackend):
     :param timeout: how long a request may take before it raises ``RendezvousConnectionError``;
         ``wait_for_change`` rides out an outage this long before it raises.
     :param poll_interval: the first pause of ``wait_for_change`` between polls; each pause
-        doubles it up to *max_poll_interval*, and a poll that finds a change starts again from
-        it. Every pause is drawn between 75% and 100% of the current interval, so waiting nodes
-        do not poll in lockstep.
+        doubles it up to *max_poll_interval*, and a write by a handle of this process starts
+        again from it. Every pause is drawn between 75% and 100% of the current interval, so
+        waiting nodes do not poll in lockstep.
     :param max_poll_interval: the longest pause between two polls (so a change is seen within
         about this long, and a waiting handle costs about one ``GetObject`` this often).
     :param max_state_size: the largest state accepted, in bytes (at most
@@ -101,8 +101,9 @@ class S3Backend(NetworkBackend):
     NAME = "s3"
     MAX_STATE_SIZE_LIMIT = MAX_STATE_SIZE_LIMIT
     MAX_STATE_SIZE_REASON = "S3's largest PutObject, less the object's header"
-    # A polling feed costs a GetObject per pause while it runs: it stops when nobody waits.
-    FEED_LINGER = 0.0
+    # A polling feed costs a GetObject per pause while it runs: it stops a second after its last
+    # waiter left (a task that waits again and again keeps its schedule; a new feed restarts it).
+    FEED_LINGER = 1.0
 
     def __init__(
         self,
@@ -215,7 +216,7 @@ class S3Backend(NetworkBackend):
     async def _fetch(
         self, client: S3Client, operation: str
     ) -> tuple[_format.StoredState, S3Token] | None:
-        """``GetObject`` of the run's object, decoded; what the change feed learns, noted."""
+        """``GetObject`` of the run's object, decoded; whether it reached the store, noted."""
         api = client.api if client.api is not None else await client.open()
         try:
             with self._mapped(operation), anyio.fail_after(self._timeout):
@@ -227,9 +228,7 @@ class S3Backend(NetworkBackend):
             raise
         client.unreachable = False
         if found is None:
-            client.last_etag = None
             return None
-        client.last_etag = found.etag
         try:
             stored = _format.decode(found.body)
         except RendezvousStateError as exc:

@@ -3,8 +3,8 @@
 The network base binds one client to each event loop a handle is used on and opens it with no
 I/O (:meth:`~arendezvous.backends._network.NetworkBackend._open_client`); an aiobotocore client is
 opened by awaiting it, so the base gets a :class:`S3Client`, which opens the real client on the
-first call that needs it. The client also carries what the handle's polling change feed learns
-from the handle's reads (:attr:`S3Client.unreachable`, :attr:`S3Client.last_etag`).
+first call that needs it. The client also notes for the handle's polling change feed whether the
+handle's last read reached the store (:attr:`S3Client.unreachable`).
 """
 
 from __future__ import annotations
@@ -65,11 +65,9 @@ class S3Client:
     """One handle's aiobotocore S3 client on one event loop, opened by the first :meth:`api`.
 
     :ivar unreachable: the handle's last read failed to reach the store.
-    :ivar last_etag: the ETag the handle's last read found (``None``: no object, or no read).
     """
 
-    __slots__ = ("_closed", "_lock", "_mapper", "_settings", "_stack", "api", "last_etag",
-                 "unreachable")  # fmt: skip
+    __slots__ = ("_closed", "_lock", "_mapper", "_settings", "_stack", "api", "unreachable")
 
     def __init__(self, settings: ClientSettings, mapper: ExceptionMapper) -> None:
         self._settings = settings
@@ -81,7 +79,6 @@ class S3Client:
         #: client.open()`` is the hot path.
         self.api: Any = None
         self.unreachable = False
-        self.last_etag: str | None = None
 
     async def open(self) -> Any:
         """The aiobotocore client, opened now if it is not yet (once, however many call).

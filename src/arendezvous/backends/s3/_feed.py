@@ -4,11 +4,18 @@ writes of handles in this process.
 A :class:`PollingFeed` is the handle's one change feed (:mod:`arendezvous.backends._feed`): it
 hints "the run's object may have changed" after every pause of its :class:`PollSchedule` and at
 once when a handle of this process wrote the object, and the feed hub re-reads it then, once for
-all the handle's waiters. The reads are the hub's, so the feed learns what they found from the
-handle's :class:`~arendezvous.backends.s3._client.S3Client`: a read that found a new version
-restarts the schedule at its shortest pause (changes come in bursts), and after a read that could
-not reach the store, opening a new feed first proves the store answers again (a feed of hints
-that needs no connection could not tell an outage from silence).
+all the handle's waiters.
+
+The schedule restarts at its shortest pause when the feed opens (a wait begins) and when a handle
+of this process writes (a reply is likely soon: in a rendezvous, a node that joined waits for the
+others); it does not restart when a poll finds another process's write, so that a handle waiting
+through a formed round, whose heartbeats change the object all the time, costs about one
+``GetObject`` per longest pause, not one per shortest.
+
+The reads are the hub's; after one that could not reach the store (the handle's
+:class:`~arendezvous.backends.s3._client.S3Client` notes it), opening a new feed first proves the
+store answers again: a feed of hints that needs no connection could not tell an outage from
+silence.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ class PollSchedule:
     """The pauses between the polls of a :class:`PollingFeed`, in seconds.
 
     The interval starts at *first* and doubles after every pause up to *cap*: a change soon after
-    the last one (common in a rendezvous, where writes come in bursts) is seen quickly, and a long
+    a restart (common in a rendezvous, where writes come in bursts) is seen quickly, and a long
     wait costs at most about one ``GetObject`` per *cap* seconds. Each pause is drawn between 75%
     and 100% of the interval, so that many waiters do not poll in lockstep.
     """
@@ -67,7 +74,7 @@ class PollSchedule:
 class PollingFeed(ChangeFeed):
     """Hints for one topic (the run's object) after each pause, or at once after a local write.
 
-    :param client: the handle's client, whose reads the feed learns from.
+    :param client: the handle's client, which notes whether its last read reached the store.
     :param topic: the hub's topic of the run's object.
     :param change_key: the object's key in :data:`LOCAL_CHANGES`.
     :param schedule: the pauses between polls.
@@ -89,7 +96,6 @@ class PollingFeed(ChangeFeed):
         self._check = check
         self._registration = ExitStack()
         self._changed: anyio.Event | None = None
-        self._seen: str | None = None
 
     def _arm(self) -> None:
         # Registered before the read the next hint causes, so a local write after that read
@@ -104,17 +110,16 @@ class PollingFeed(ChangeFeed):
             with suppress(RendezvousStateError):
                 await self._check()
         self._schedule.restart()
-        self._seen = self._client.last_etag
         self._arm()
 
     async def next_hint(self, timeout: float) -> object:
-        if self._client.last_etag != self._seen:
-            self._seen = self._client.last_etag
-            self._schedule.restart()
-        assert self._changed is not None
+        changed = self._changed
+        assert changed is not None
         # poll-ok: S3 has no change notification; writes in this process end the pause early.
         with anyio.move_on_after(min(self._schedule.next_pause(), timeout)):
-            await self._changed.wait()
+            await changed.wait()
+        if changed.is_set():
+            self._schedule.restart()
         self._arm()
         return self._topic
 
