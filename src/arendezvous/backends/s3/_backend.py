@@ -19,7 +19,12 @@ import anyio.lowlevel
 
 from ..._backend import DEFAULT_MAX_STATE_SIZE, Token
 from ..._compat import import_optional
-from ..._errors import ErrorTable, RendezvousConnectionError, RendezvousStateError
+from ..._errors import (
+    ErrorTable,
+    RendezvousConnectionError,
+    RendezvousStateError,
+    map_exceptions,
+)
 from .._feed import ChangeFeed
 from .._names import run_name
 from .._network import DEFAULT_TIMEOUT, NetworkBackend, check_seconds
@@ -184,7 +189,12 @@ class S3Backend(NetworkBackend):
     # -- the client and the change feed ----------------------------------------------------------
 
     def _open_client(self) -> S3Client:
-        return S3Client(self._settings, self._mapped("opening the S3 client"))
+        opening = map_exceptions(
+            self._error_table(),
+            what=partial(self._what, "opening the S3 client"),
+            timeout=self._settings.open_timeout,
+        )
+        return S3Client(self._settings, opening)
 
     async def _close_client(self, client: S3Client) -> None:
         await client.aclose()

@@ -60,6 +60,11 @@ class ClientSettings:
         self.addressing_style = addressing_style
         self.timeout = timeout
 
+    @property
+    def open_timeout(self) -> float:
+        """Seconds opening a client may take: the timeout, and at least :data:`OPEN_TIMEOUT`."""
+        return max(self.timeout, OPEN_TIMEOUT)
+
 
 class S3Client:
     """One handle's aiobotocore S3 client on one event loop, opened by the first :meth:`api`.
@@ -70,6 +75,7 @@ class S3Client:
     __slots__ = ("_closed", "_lock", "_mapper", "_settings", "_stack", "api", "unreachable")
 
     def __init__(self, settings: ClientSettings, mapper: ExceptionMapper) -> None:
+        # mapper: the store's error table for errors while opening (bounded by open_timeout)
         self._settings = settings
         self._mapper = mapper
         self._lock = asyncio.Lock()
@@ -89,8 +95,7 @@ class S3Client:
             if self.api is None:
                 if self._closed:
                     raise BackendClosedError("the S3 backend was closed")
-                timeout = max(self._settings.timeout, OPEN_TIMEOUT)
-                with self._mapper, anyio.fail_after(timeout):
+                with self._mapper, anyio.fail_after(self._settings.open_timeout):
                     self.api = await self._open()
             return self.api
 
