@@ -74,8 +74,9 @@ class StorePace:
 
     #: Every duration (heartbeats, timeouts, last calls, pauses) is this many times as long.
     slowness: float = 1.0
-    #: The shortest last call of the imported behaviour tests, which expect exact rounds: a
-    #: store that holds a write now and then must not make a node miss one.
+    #: The shortest last call of the tests that expect exact rounds (the imported behaviour
+    #: tests, the process test): a store that holds a write now and then must not make a node
+    #: miss one.
     least_last_call: float = 0.0
     #: Extra options of the store's URL.
     url_options: str = ""
@@ -166,5 +167,11 @@ def test_schedules(server: Server, schedule: Schedule) -> None:
 def test_processes(server: Server) -> None:
     # S3 signs every request with the client's clock and refuses one more than 15 minutes off.
     offset = "10m" if isinstance(server, SeaweedFSServer) else "1h"
-    check_processes_rendezvous(url_of(server), heartbeat=pace(server)(0.1), clock_offset=offset)
+    store = store_pace_of(server)
+    check_processes_rendezvous(
+        url_of(server),
+        heartbeat=pace(server)(0.1),
+        last_call=max(pace(server)(0.2), store.least_last_call),
+        clock_offset=offset,
+    )
 
