@@ -46,10 +46,10 @@ def check_processes_rendezvous(
     clock_offset: str = "1h",
 ) -> None:
     """Four processes, two with clocks *clock_offset* off either way (``"1h"``: an hour; a store
-    that checks its clients' clocks, as S3 does, needs less), get ranks 0..3. One is frozen past the
-    heartbeat timeout (four *heartbeat* intervals): the other three form a round (each waiting
-    *last_call* for a fourth); thawed, it learns its round is over and all four meet again. One is killed: the other three form the
-    next round. No rank of any round is ever held twice."""
+    that checks its clients' clocks, as S3 does, needs less), get ranks 0..3. One is frozen past
+    the heartbeat timeout (four *heartbeat* intervals): the other three form a round (each waiting
+    *last_call* for a fourth); thawed, it learns its round is over and all four meet again. One is
+    killed: the other three form the next round. No rank of any round is ever held twice."""
     nodes = [f"proc-{index}" for index in range(4)]
     # On a file backend the store's clock is the machine's monotonic clock, which every process of
     # the machine shares; only the time of day may differ there.
