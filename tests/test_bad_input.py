@@ -18,7 +18,8 @@ What the contract (DESIGN.md section 2, the README's "Backend contract") promise
 
 Memory and file run on asyncio and trio; Redis, etcd and PostgreSQL run on asyncio (their own
 test modules run them on trio too, through the loop thread) against real servers started on
-127.0.0.1 by ``tests/servers``, once per module. The hostile
+127.0.0.1 by ``tests/servers``, once per module. S3's URLs are fuzzed here with the others' (its
+own test module covers its tokens and stored objects on a real SeaweedFS). The hostile
 objects, the stored layouts written out from their documentation (the oracle for which raw bytes
 must decode) and the strategies live in ``tests/bad_input/``.
 
@@ -824,14 +825,14 @@ async def test_any_run_id_is_a_run_or_a_value_error(
 @pytest.mark.parametrize("run_id", ["", None, 5, b"run", ["run"]], ids=repr)
 def test_bad_run_ids_are_refused(run_id: Any) -> None:
     for url in ("memory://", "file:///tmp/arendezvous-bad-input", "redis://127.0.0.1:1/0",
-                "etcd://127.0.0.1:1", "postgresql://u@127.0.0.1:1/db"):  # fmt: skip
+                "etcd://127.0.0.1:1", "postgresql://u@127.0.0.1:1/db", "s3://bucket"):  # fmt: skip
         with pytest.raises(ValueError if run_id == "" else TypeError):
             open_backend(url, run_id=run_id)
 
 
 def test_nul_in_a_run_id_is_refused_up_front() -> None:
     for url in ("memory://", "file:///tmp/arendezvous-bad-input", "redis://127.0.0.1:1/0",
-                "etcd://127.0.0.1:1", "postgresql://u@127.0.0.1:1/db"):  # fmt: skip
+                "etcd://127.0.0.1:1", "postgresql://u@127.0.0.1:1/db", "s3://bucket"):  # fmt: skip
         with pytest.raises(ValueError, match="NUL"):
             open_backend(url, run_id="a\x00b")
 
@@ -885,6 +886,7 @@ _URLS_OF = {
     "redis": "redis://127.0.0.1:6379/0",
     "etcd": "etcd://127.0.0.1:2379",
     "postgresql": "postgresql://127.0.0.1:5432/db",
+    "s3": "s3://bucket/prefix",
 }
 
 
@@ -943,6 +945,7 @@ def _bad_url_params() -> list[Any]:
             f"etcd://127.0.0.1:{port}",
             f"etcd://127.0.0.1:2379,127.0.0.2:{port}",
             f"postgresql://u@127.0.0.1:{port}/db",
+            f"s3://bucket?endpoint_url=http://127.0.0.1:{port}",
         ]
     unknown = ["bogus=1", "TIMEOUT=1", "=1", "max_state_size=1&bogus=", "password=x"]
     for option in unknown:
@@ -951,6 +954,7 @@ def _bad_url_params() -> list[Any]:
             f"file:///tmp/x?{option}",
             f"redis://127.0.0.1/0?{option}",
             f"etcd://127.0.0.1?{option}",
+            f"s3://bucket?{option}",
         ]
     rows += [f"postgresql://u@h/db?{option}" for option in unknown[:4]]
     rows += [
@@ -962,6 +966,7 @@ def _bad_url_params() -> list[Any]:
         "postgresql://u@h/db?timeout=1&timeout=1",
         "postgresql://u@h/db?sslmode=require&sslmode=require",
         "postgresql://u@h/db?password=a&password=a",
+        "s3://bucket?region=r&region=r",
         # bad option values
         *(f"redis://h/0?timeout={v}" for v in ("0", "-1", "nan", "inf", "abc", "")),
         *(f"etcd://h?timeout={v}" for v in ("0", "-1", "nan", "inf", "abc", "")),
@@ -990,6 +995,18 @@ def _bad_url_params() -> list[Any]:
         "postgresql://u@h/db?table=a.b.c",
         'postgresql://u@h/db?table=x"y',
         "postgresql://u@h/db?sslmode=sometimes",
+        *(f"s3://bucket?timeout={v}" for v in ("0", "-1", "nan", "inf", "abc", "")),
+        "s3://bucket?poll_interval=0",
+        "s3://bucket?poll_interval=2&max_poll_interval=1",
+        "s3://bucket?max_state_size=0",
+        "s3://bucket?max_state_size=5368709121",
+        "s3://bucket?addressing_style=sideways",
+        "s3://bucket?region=us%20east",
+        "s3://bucket?profile=",
+        "s3://bucket?endpoint_url=ftp://h",
+        "s3://bucket?endpoint_url=http://h:0",
+        "s3://bucket?endpoint_url=http://h?x=1",
+        "s3://bucket?aws_access_key_id=AKID",
         # malformed URLs and wrong schemes
         "", "nosuch://x", "http://h", "redis:/h",
         "redis:h", "://h", "memory:", "redis+tls://h",
@@ -1000,6 +1017,8 @@ def _bad_url_params() -> list[Any]:
         "etcd://,", "postgresql://u@h/db/x", "postgresql://u@h/db#f",
         "postgresql://u@[::1/db", "memory://x/y", "file://host/tmp",
         "file://relative", "file:relative",
+        "s3://", "s3:///prefix", "s3://bucket#frag", "s3://bucket//a", "s3://bucket/a/../b",
+        "s3://bu:cket", "s3://[::1]", "s3://-bucket", "s3://key:secret@bucket",
     ]  # fmt: skip
     params = []
     for url in rows:

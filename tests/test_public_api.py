@@ -21,6 +21,7 @@ PUBLIC_MODULES = [
     "arendezvous.backends.redis",
     "arendezvous.backends.etcd",
     "arendezvous.backends.postgres",
+    "arendezvous.backends.s3",
     "arendezvous.testing",
     "arendezvous.testing.conformance",
     "arendezvous.testing.lifecycle",
@@ -36,6 +37,7 @@ PUBLIC_MODULES = [
     "arendezvous.testing.servers.etcd",
     "arendezvous.testing.servers.postgres",
     "arendezvous.testing.servers.proxy",
+    "arendezvous.testing.servers.seaweedfs",
     "arendezvous.integrations.torch",
     "arendezvous.cli",
 ]

@@ -335,10 +335,11 @@ REDIS_HASHES = st.fixed_dictionaries(
 ).filter(bool)
 
 
-SCHEMES = ("memory", "file", "redis", "rediss", "etcd", "postgresql", "postgres")
+SCHEMES = ("memory", "file", "redis", "rediss", "etcd", "postgresql", "postgres", "s3")
 _OPTION_NAMES = (
     "timeout", "key_prefix", "max_state_size", "durable", "poll_interval", "ssl_cert_reqs",
     "ssl_check_hostname", "tls", "table", "pool_size", "heartbeat", "sslmode", "application_name",
+    "endpoint_url", "region", "profile", "addressing_style", "max_poll_interval",
     "TIMEOUT", "bogus", "",
 )  # fmt: skip
 _ODD = "/?#@:[]%!$&'()*+,;= \t\n\\\"<>^`{|}~\x00é"
@@ -384,6 +385,21 @@ def odd_urls(draw: st.DrawFn, scheme: str) -> OddUrl:
         query_password = "Qz8" + draw(_ODD_TEXT) + "8zQ"
         secrets.append(query_password)
         options.append((draw(st.sampled_from(["password", "sslpassword"])), query_password))
+    if scheme == "s3" and draw(st.booleans()):
+        # S3 credentials never go in a URL: as options, or inside the endpoint's URL.
+        secret = "Sk7" + draw(_ODD_TEXT) + "7kS"
+        secrets.append(secret)
+        options.append(
+            draw(
+                st.sampled_from(
+                    [
+                        ("aws_secret_access_key", secret),
+                        ("aws_session_token", secret),
+                        ("endpoint_url", f"http://key:{secret}@127.0.0.1:9000"),
+                    ]
+                )
+            )
+        )
     if draw(st.booleans()):
         query = urllib.parse.urlencode(options)
     else:

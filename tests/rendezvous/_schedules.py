@@ -42,7 +42,7 @@ from arendezvous import (
 from arendezvous._members import Member, MemberPut, MemberTable
 from arendezvous.rendezvous import AsyncRendezvous, RendezvousInfo, RoundEnd
 
-__all__ = ("Schedule", "run_schedule", "schedules")
+__all__ = ("NORMAL", "Pace", "Schedule", "run_schedule", "schedules")
 
 Step = tuple[str, int] | tuple[str, float] | tuple[str, int, int]
 
@@ -52,6 +52,24 @@ FREEZE = 2.5 * HEARTBEAT_TIMEOUT
 LIVENESS_LIMIT = 15.0
 SETTLE_LIMIT = 2.0
 HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How fast a schedule runs: ``pace(seconds)`` is *seconds* times :attr:`slowness`, for every
+    duration above and the schedule's last call and pauses (not the clock offsets). A store whose
+    writes take longer needs it: on a polling store whose every heartbeat is a compare-and-swap
+    of the whole blob, the heartbeats and timeouts that suit the others make live nodes look
+    dead."""
+
+    slowness: float = 1.0
+
+    def __call__(self, seconds: float) -> float:
+        return seconds * self.slowness
+
+
+NORMAL = Pace()
+"""The pace of the in-process stores and of Redis, etcd and PostgreSQL."""
 
 
 @dataclass(frozen=True)
@@ -291,9 +309,12 @@ def _skewed(offset: float) -> Callable[[], float]:
 
 
 async def run_schedule(
-    schedule: Schedule, make_backend: Callable[[], Awaitable[AsyncRendezvousBackend]]
+    schedule: Schedule,
+    make_backend: Callable[[], Awaitable[AsyncRendezvousBackend]],
+    pace: Pace = NORMAL,
 ) -> list[RendezvousInfo]:
-    """Play *schedule* on nodes whose handles come from *make_backend*; return every round seen.
+    """Play *schedule* on nodes whose handles come from *make_backend*, at *pace*;
+    return every round seen.
 
     Raises ``AssertionError`` if safety or liveness fails.
     """
@@ -305,8 +326,8 @@ async def run_schedule(
     def rendezvous_for(node: _Node) -> AsyncRendezvous:
         rendezvous = AsyncRendezvous(
             node.backend, node.name, schedule.min_nodes, schedule.max_nodes,
-            last_call=schedule.last_call, heartbeat=HEARTBEAT,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT, join_timeout=LIVENESS_LIMIT,
+            last_call=pace(schedule.last_call), heartbeat=pace(HEARTBEAT),
+            heartbeat_timeout=pace(HEARTBEAT_TIMEOUT), join_timeout=pace(LIVENESS_LIMIT),
         )
         rendezvous._clock = _skewed(node.offset)  # type: ignore[method-assign]
         return rendezvous
@@ -344,7 +365,7 @@ async def run_schedule(
         # first was evicted meanwhile -- a loaded machine can be slower than the timeout -- the
         # twin may take the id over; safety still forbids the id twice in one round.)
         twin = await new_node(index)
-        with anyio.fail_after(LIVENESS_LIMIT):
+        with anyio.fail_after(pace(LIVENESS_LIMIT)):
             try:
                 async with rendezvous_for(twin) as rendezvous:
                     record.add(twin, await rendezvous.next_rendezvous())
@@ -352,7 +373,7 @@ async def run_schedule(
                 refused.append(f"twin of {twin.name}")
 
     async def thaw_later(node: _Node) -> None:
-        await anyio.sleep(FREEZE)
+        await anyio.sleep(pace(FREEZE))
         node.faults.thawed.set()
 
     async def start(group: TaskGroup, index: int) -> None:
@@ -380,12 +401,12 @@ async def run_schedule(
             for step in schedule.steps:
                 action, argument = step[0], step[1]
                 if action == "pause":
-                    await anyio.sleep(argument)
+                    await anyio.sleep(pace(argument))
                     continue
                 if action == "settle":
                     # Give the running nodes time to form a round with all that fit; go on
                     # regardless after a while (liveness is checked at the end).
-                    with anyio.move_on_after(SETTLE_LIMIT):
+                    with anyio.move_on_after(pace(SETTLE_LIMIT)):
                         while True:
                             running = [node for node in nodes.values()
                                        if node.running and not node.faults.crashed]
@@ -420,7 +441,7 @@ async def run_schedule(
                     # Stop waiting (or skip the next wait): call next_rendezvous() again now.
                     node.restart_requested = True
                     node.poke.cancel()
-            with anyio.fail_after(LIVENESS_LIMIT):
+            with anyio.fail_after(pace(LIVENESS_LIMIT)):
                 # Frozen nodes come back and every stopped driver is gone before the node can be
                 # started again; then every node runs and one round must hold all that fit.
                 for node in nodes.values():

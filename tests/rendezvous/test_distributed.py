@@ -1,26 +1,43 @@
-"""The rendezvous on the distributed stores: Redis, etcd and PostgreSQL servers on 127.0.0.1.
+"""The rendezvous on the distributed stores: Redis, etcd, PostgreSQL and SeaweedFS (S3) servers
+on 127.0.0.1.
 
-Their clients run only on asyncio, so this module narrows ``anyio_backend``. The core behaviour
-tests of ``test_rendezvous.py`` are imported and run here again on each store (pytest collects
-them with this module's fixtures), then random schedules and the cross-process test.
+The tests use the stores' own clients beside the backends (asyncio only), so this module narrows
+``anyio_backend``. The core behaviour tests of ``test_rendezvous.py`` are imported and run here
+again on each store (pytest collects them with this module's fixtures), then random schedules
+and the cross-process test.
+
+S3 has no member table: the rendezvous keeps its member records in the one object, so every
+heartbeat is a compare-and-swap of the whole object (10-60 ms each on SeaweedFS while a few nodes
+race, and now and then about a second: SeaweedFS holds some racing conditional writes that long),
+and other processes see it only by polling. Heartbeats every 0.03-0.1 s with a timeout of
+0.15-0.4 s, as the other stores' tests use, would evict live nodes there, and a last call of
+0.05 s would miss a node whose join was held: each store's :class:`StorePace` says how much
+longer its tests' durations are. S3 also signs every request with the client's clock and
+refuses one more than 15 minutes off the store's, so its process test skews clocks by 10
+minutes, not an hour.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from arendezvous import AsyncRendezvousBackend, open_backend
+from arendezvous.rendezvous import AsyncRendezvous
 from servers.etcd import EtcdServer
 from servers.postgres import PostgresServer
 from servers.redis import RedisServer
+from servers.seaweedfs import SeaweedFSServer
 
+from . import test_rendezvous as behaviour
 from ._observe import Changes, WatchedBackend
-from ._schedules import Schedule, run_schedule, schedules
+from ._schedules import Pace, Schedule, run_schedule, schedules
 from .conftest import MakeBackend
 from .test_processes import check_processes_rendezvous
 from .test_rendezvous import (  # noqa: F401  (collected again here, on each store)
@@ -41,12 +58,48 @@ from .test_rendezvous import (  # noqa: F401  (collected again here, on each sto
 
 pytestmark = pytest.mark.anyio
 
-Server = RedisServer | EtcdServer | PostgresServer
+Server = RedisServer | EtcdServer | PostgresServer | SeaweedFSServer
 _SERVERS: dict[str, type[Server]] = {
     "redis": RedisServer,
     "etcd": EtcdServer,
     "postgres": PostgresServer,
+    "s3": SeaweedFSServer,
 }
+
+
+
+@dataclass(frozen=True)
+class StorePace:
+    """How the tests' durations stretch on one store."""
+
+    #: Every duration (heartbeats, timeouts, last calls, pauses) is this many times as long.
+    slowness: float = 1.0
+    #: The shortest last call of the tests that expect exact rounds (the imported behaviour
+    #: tests, the process test): a store that holds a write now and then must not make a node
+    #: miss one.
+    least_last_call: float = 0.0
+    #: Extra options of the store's URL.
+    url_options: str = ""
+
+
+_PACES = {
+    # A request may wait out SeaweedFS's held racing writes (seconds with many racers).
+    "s3": StorePace(slowness=10.0, least_last_call=2.0, url_options="&timeout=30"),
+}
+
+
+def store_pace_of(server: Server) -> StorePace:
+    name = next(name for name, kind in _SERVERS.items() if isinstance(server, kind))
+    return _PACES.get(name, StorePace())
+
+
+def url_of(server: Server) -> str:
+    return server.url + store_pace_of(server).url_options
+
+
+def pace(server: Server) -> Pace:
+    """The pace of the schedules on *server*'s store."""
+    return Pace(store_pace_of(server).slowness)
 
 
 @pytest.fixture
@@ -56,8 +109,31 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module", params=sorted(_SERVERS))
 def server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    with _SERVERS[request.param]() as running:
+    with _SERVERS[request.param]() as running, pytest.MonkeyPatch.context() as patch:
+        for name, value in getattr(running, "environ", {}).items():
+            patch.setenv(name, value)
         yield running
+
+
+@pytest.fixture(autouse=True)
+def store_pace(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The imported behaviour tests at the store's pace: every :class:`AsyncRendezvous` they make
+    gets its heartbeat, heartbeat timeout and last call times the store's slowness, and a last
+    call of at least the store's least (its join timeout stays: the tests that give one short
+    want it to expire)."""
+    store = store_pace_of(server)
+    if store == StorePace():
+        return
+
+    def paced(*args: Any, **options: Any) -> AsyncRendezvous:
+        for name in ("heartbeat", "heartbeat_timeout", "last_call"):
+            if options.get(name) is not None:
+                options[name] *= store.slowness
+        if options.get("last_call"):
+            options["last_call"] = max(options["last_call"], store.least_last_call)
+        return AsyncRendezvous(*args, **options)
+
+    monkeypatch.setattr(behaviour, "AsyncRendezvous", paced)
 
 
 @pytest.fixture
@@ -67,7 +143,7 @@ async def make_backend(server: Server, changes: Changes) -> AsyncIterator[MakeBa
     handles: list[AsyncRendezvousBackend] = []
 
     def make() -> AsyncRendezvousBackend:
-        handle = WatchedBackend(open_backend(server.url, run_id=run_id), changes)
+        handle = WatchedBackend(open_backend(url_of(server), run_id=run_id), changes)
         handles.append(handle)
         return handle
 
@@ -83,11 +159,19 @@ def test_schedules(server: Server, schedule: Schedule) -> None:
     run_id = f"schedule-{uuid.uuid4().hex[:8]}"
 
     async def make() -> AsyncRendezvousBackend:
-        return open_backend(server.url, run_id=run_id)
+        return open_backend(url_of(server), run_id=run_id)
 
-    anyio.run(run_schedule, schedule, make, backend="asyncio")
+    anyio.run(run_schedule, schedule, make, pace(server), backend="asyncio")
 
 
 def test_processes(server: Server) -> None:
-    check_processes_rendezvous(server.url)
+    # S3 signs every request with the client's clock and refuses one more than 15 minutes off.
+    offset = "10m" if isinstance(server, SeaweedFSServer) else "1h"
+    store = store_pace_of(server)
+    check_processes_rendezvous(
+        url_of(server),
+        heartbeat=pace(server)(0.1),
+        last_call=max(pace(server)(0.2), store.least_last_call),
+        clock_offset=offset,
+    )
 

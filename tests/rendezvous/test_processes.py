@@ -37,16 +37,26 @@ def skewed_clocks(*offsets: str, monotonic: bool) -> list[dict[str, str]]:
     ]
 
 
-def check_processes_rendezvous(url: str, *, store_has_its_own_clock: bool = True) -> None:
-    """Four processes, two with clocks an hour off, get ranks 0..3. One is frozen past the
-    heartbeat timeout: the other three form a round; thawed, it learns its round is over and all
-    four meet again. One is killed: the other three form the next round. No rank of any round is
-    ever held twice."""
+def check_processes_rendezvous(
+    url: str,
+    *,
+    store_has_its_own_clock: bool = True,
+    heartbeat: float = 0.1,
+    last_call: float = 0.2,
+    clock_offset: str = "1h",
+) -> None:
+    """Four processes, two with clocks *clock_offset* off either way (``"1h"``: an hour; a store
+    that checks its clients' clocks, as S3 does, needs less), get ranks 0..3. One is frozen past
+    the heartbeat timeout (four *heartbeat* intervals): the other three form a round (each waiting
+    *last_call* for a fourth); thawed, it learns its round is over and all four meet again. One is
+    killed: the other three form the next round. No rank of any round is ever held twice."""
     nodes = [f"proc-{index}" for index in range(4)]
     # On a file backend the store's clock is the machine's monotonic clock, which every process of
     # the machine shares; only the time of day may differ there.
-    envs = skewed_clocks("0", "+1h", "-1h", "0", monotonic=store_has_its_own_clock)
-    workers = start_workers(url, "processes", nodes, min_nodes=3, max_nodes=4, envs=envs)
+    envs = skewed_clocks("0", f"+{clock_offset}", f"-{clock_offset}", "0",
+                         monotonic=store_has_its_own_clock)  # fmt: skip
+    workers = start_workers(url, "processes", nodes, min_nodes=3, max_nodes=4, envs=envs,
+                            heartbeat=heartbeat, last_call=last_call)  # fmt: skip
     seen: list[dict[str, Any]] = []
 
     def round_of(group: list[Worker]) -> list[dict[str, Any]]:

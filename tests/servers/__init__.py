@@ -9,7 +9,7 @@ install, instead of raising ``FileNotFoundError``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
@@ -19,10 +19,11 @@ from arendezvous.testing.servers import find_binary as _find_binary
 __all__ = ("find_binary", "free_port")
 
 
-def find_binary(name: str, *, debian_package: str, extra_paths: Iterable[str] = ()) -> str:
-    """The path of server binary *name*, or fail (CI) / skip loudly (locally) if missing."""
+def find_binary(name: str, **where: Any) -> str:
+    """The path of server binary *name*, or fail (CI) / skip loudly (locally) if missing; *where*
+    are the keyword arguments of :func:`arendezvous.testing.servers.find_binary`."""
     try:
-        return _find_binary(name, debian_package=debian_package, extra_paths=extra_paths)
+        return _find_binary(name, **where)
     except ServerNotFoundError as missing:
         reason = str(missing)
     if os.environ.get("CI"):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import fcntl
-import hashlib
 import json
 import os
 import threading
@@ -48,6 +47,7 @@ from .._members import (
 )
 from .._notify import ChangeNotifier
 from . import _fileformat
+from ._names import run_name
 
 __all__ = ("DEFAULT_POLL_INTERVAL", "FileBackend", "FileMemberTable", "from_url")
 
@@ -56,21 +56,8 @@ _T = TypeVar("_T")
 DEFAULT_POLL_INTERVAL = 0.05
 """Seconds between re-reads of the file while waiting for another process's write."""
 
-_MAX_NAME = 120
-
 # Handles in this process wake each other at once; other processes are seen by polling.
 _local_changes = ChangeNotifier()
-
-
-def _file_stem(run_id: str) -> str:
-    """A file name that is safe for any run id and distinct for distinct run ids."""
-    stem = urllib.parse.quote(run_id, safe="")
-    if stem.startswith("."):
-        stem = "%2E" + stem[1:]
-    if len(stem) > _MAX_NAME:
-        digest = hashlib.sha256(run_id.encode()).hexdigest()
-        stem = f"{stem[:_MAX_NAME - 65]}~{digest}"
-    return stem
 
 
 def _same_token(current: str, token: Token | None) -> bool:
@@ -104,7 +91,7 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
         if poll_interval <= 0:
             raise ValueError("poll_interval must be positive")
         self._directory = Path(directory).absolute()
-        stem = _file_stem(run_id)
+        stem = run_name(run_id)
         self._path = self._directory / f"{stem}.rdzv"
         self._members_path = self._directory / f"{stem}.members"
         self._lock_path = self._directory / f"{stem}.lock"

@@ -7,6 +7,7 @@ Each run is small (4 clients, a few hundred operations) so the module stays fast
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -139,18 +140,25 @@ def _require(server: str) -> None:
     import servers.etcd
     import servers.postgres
     import servers.redis
+    import servers.seaweedfs
 
     launcher: Any = {
         "redis": servers.redis.RedisServer,
         "etcd": servers.etcd.EtcdServer,
         "postgresql": servers.postgres.PostgresServer,
+        "seaweedfs": servers.seaweedfs.SeaweedFSServer,
     }[server]
     launcher().stop()  # finds the binary (or skips/fails), starts nothing
 
 
 @pytest.mark.parametrize(
     ("server", "client"),
-    [("redis", "redis"), ("etcd", "aetcd"), ("postgresql", "asyncpg")],
+    [
+        ("redis", "redis"),
+        ("etcd", "aetcd"),
+        ("postgresql", "asyncpg"),
+        ("seaweedfs", "aiobotocore"),
+    ],
 )
 def test_killed_and_restarted_server(
     server: str, client: str, capsys: pytest.CaptureFixture[str]
@@ -165,3 +173,17 @@ def test_killed_and_restarted_server(
     # Calls were in flight when the server died, and the clients went on after the restarts.
     assert _count(r"unknown (\d+)", out) + _count(r"fail (\d+)", out) >= 1
     assert "RendezvousConnectionError" in out
+
+
+def test_worker_processes_reach_a_started_s3_store(capsys: pytest.CaptureFixture[str]) -> None:
+    """The URL of a SeaweedFS store carries no credentials: the worker processes find them
+    through the environment the harness gives them (the credentials files' names)."""
+    pytest.importorskip("aiobotocore")
+    _require("seaweedfs")
+    before = dict(os.environ)
+    argv = ["--start", "seaweedfs", "--clients", "2", "--ops", "60", "--seed", "7",
+            "--faults", "kill-writer", "--kills", "1"]  # fmt: skip
+    status, out, _ = _run(argv, capsys)
+    _assert_linearizable(status, out, ops=60)
+    assert _count(r"faults      (\d+) client processes SIGKILLed", out) == 1
+    assert dict(os.environ) == before, "the harness left the server's environment behind"

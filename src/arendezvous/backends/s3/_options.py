@@ -3,7 +3,6 @@ before anything is sent, and never repeats a value that may hold credentials."""
 
 from __future__ import annotations
 
-import math
 import re
 import urllib.parse
 
@@ -14,7 +13,6 @@ __all__ = (
     "check_prefix",
     "check_profile",
     "check_region",
-    "check_seconds",
 )
 
 ADDRESSING_STYLES = ("path", "virtual", "auto")
@@ -103,12 +101,3 @@ def check_profile(profile: object) -> str | None:
     if not profile or len(profile) > 128 or not profile.isprintable() or profile != profile.strip():
         raise ValueError("profile must be a printable name of 1 to 128 characters")
     return profile
-
-
-def check_seconds(option: str, value: object) -> float:
-    """A positive, finite number of seconds (not a ``bool``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{option} must be a number, not {type(value).__name__}")
-    if not 0 < value < math.inf:
-        raise ValueError(f"{option} must be a positive, finite number of seconds")
-    return float(value)

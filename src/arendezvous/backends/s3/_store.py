@@ -1,10 +1,12 @@
 """What the S3 backend asks of the store, as plain functions over an aiobotocore S3 client.
 
 Nothing here knows about handles, event loops, timeouts or tokens: each function is one or a few
-requests, and returns what the store said in terms the backend decides on. Errors the store
-reports are classified by one table, :data:`ERROR_TABLE` (an S3 error code or HTTP status to an
-:class:`Outcome`); what is not an expected outcome propagates as the client raised it, for the
-caller to map (see :func:`connection_errors`).
+requests, and returns what the store said in terms the backend decides on. Two tables, both data:
+
+* :data:`REPLY_TABLE` reads the store's error replies (an S3 error code or HTTP status to an
+  :class:`Outcome`): which refusals are the answers a conditional write expects;
+* :func:`error_table` maps everything else the client raises onto the contract's errors (applied
+  by :func:`arendezvous._errors.map_exceptions`, as every network backend's table is).
 
 * :func:`read_object` -- ``GetObject``: the bytes and ETag, or ``None`` when the key is absent.
 * :func:`put_object_if` -- ``PutObject`` with ``If-None-Match: *`` (create only) or
@@ -18,22 +20,27 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
+from ..._errors import ErrorRule, ErrorTable, RendezvousStateError
+
 __all__ = (
-    "ERROR_TABLE",
     "PROBE_NAME",
     "REFUSED",
+    "REPLY_TABLE",
+    "MissingETag",
+    "ObjectTooLarge",
     "Outcome",
     "S3Client",
     "StoredObject",
     "classify",
-    "connection_errors",
+    "describe",
+    "error_table",
     "format_etag",
-    "is_reply",
     "normalize_etag",
     "probe_conditional_writes",
     "put_object_if",
@@ -64,9 +71,11 @@ class Outcome(enum.Enum):
     NO_BUCKET = "no bucket"
     #: The store refused the credentials or their permissions.
     DENIED = "denied"
+    #: The request's signature carries a time too far from the store's clock (SigV4).
+    CLOCK_SKEW = "clock skew"
 
 
-ERROR_TABLE: Mapping[str | int, Outcome] = MappingProxyType(
+REPLY_TABLE: Mapping[str | int, Outcome] = MappingProxyType(
     {
         # Error codes first (they are precise), then HTTP statuses for replies without a body,
         # such as HEAD's, or from stores that use other codes.
@@ -80,6 +89,7 @@ ERROR_TABLE: Mapping[str | int, Outcome] = MappingProxyType(
         "SignatureDoesNotMatch": Outcome.DENIED,
         "ExpiredToken": Outcome.DENIED,
         "InvalidToken": Outcome.DENIED,
+        "RequestTimeTooSkewed": Outcome.CLOCK_SKEW,
         404: Outcome.MISSING,
         412: Outcome.CONDITION_FAILED,
         409: Outcome.CONFLICT,
@@ -89,27 +99,11 @@ ERROR_TABLE: Mapping[str | int, Outcome] = MappingProxyType(
 )
 """How the backend reads an S3 error reply: its code, else its HTTP status, to an outcome.
 
-Anything not in the table is a failing store (``RendezvousConnectionError``)."""
+A reply no row names is a failing store (``RendezvousConnectionError``, by :func:`error_table`)."""
 
 REFUSED = frozenset({Outcome.CONDITION_FAILED, Outcome.CONFLICT, Outcome.MISSING})
 """Outcomes of a conditional ``PutObject`` that wrote nothing because of the condition (AWS
 answers ``If-Match`` on an absent key with 404, SeaweedFS with 412)."""
-
-
-def connection_errors() -> tuple[type[BaseException], ...]:
-    """The client's exceptions that mean "the store could not be reached or failed mid-call".
-
-    ``ClientError`` (a reply from the store) is not among them: :func:`classify` reads it.
-    """
-    import aiohttp
-    from botocore.exceptions import BotoCoreError
-
-    return (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError)
-
-
-def is_reply(error: BaseException) -> bool:
-    """Whether *error* is an error reply of the store (botocore's ``ClientError``)."""
-    return isinstance(getattr(error, "response", None), dict)
 
 
 def classify(error: BaseException) -> Outcome | None:
@@ -120,10 +114,10 @@ def classify(error: BaseException) -> Outcome | None:
         return None
     code = response.get("Error", {}).get("Code")
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if isinstance(code, str) and code in ERROR_TABLE:
-        return ERROR_TABLE[code]
+    if isinstance(code, str) and code in REPLY_TABLE:
+        return REPLY_TABLE[code]
     if isinstance(status, int):
-        return ERROR_TABLE.get(status)
+        return REPLY_TABLE.get(status)
     return None
 
 
@@ -164,8 +158,8 @@ async def read_object(
 ) -> StoredObject | None:
     """``GetObject``; ``None`` when the key does not exist.
 
-    An object longer than *max_size* bytes is not read: :class:`ObjectTooLarge` is raised with
-    its length, so that a huge foreign object under the key costs one request, not its download.
+    An object longer than *max_size* bytes is not read: :class:`ObjectTooLarge` is raised, so
+    that a huge foreign object under the key costs one request, not its download.
 
     :raises ClientError: any other error reply (see :func:`classify`).
     """
@@ -179,20 +173,23 @@ async def read_object(
     try:
         length = reply.get("ContentLength")
         if isinstance(length, int) and length > max_size:
-            raise ObjectTooLarge(length)
+            raise ObjectTooLarge(key, length, max_size)
         data: bytes = await body.read()
     finally:
         body.close()
     if len(data) > max_size:
-        raise ObjectTooLarge(len(data))
+        raise ObjectTooLarge(key, len(data), max_size)
     return StoredObject(data, _etag_of(reply))
 
 
 class ObjectTooLarge(Exception):
     """An object is larger than the reader accepts; :attr:`size` is its length in bytes."""
 
-    def __init__(self, size: int) -> None:
-        super().__init__(f"the object is {size} bytes")
+    def __init__(self, key: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"the object {key!r} is {size} bytes, more than the {limit} that max_state_size and "
+            "the header allow; it was left as it is"
+        )
         self.size = size
 
 
@@ -284,3 +281,57 @@ def _etag_of(reply: Mapping[str, Any]) -> str:
 
 class MissingETag(Exception):
     """A successful reply without an ETag: the store cannot serve conditional writes."""
+
+
+def _is(outcome: Outcome) -> Callable[[BaseException], bool]:
+    return lambda error: classify(error) is outcome
+
+
+def _denied(error: BaseException) -> str:
+    return (
+        f"the store refused the request ({describe(error)}); check the credentials botocore "
+        "found (environment, AWS config files, profile=) and their permissions"
+    )
+
+
+@cache
+def error_table() -> ErrorTable:
+    """aiobotocore's exceptions and ours (imported on first use: the extra may be missing).
+
+    A reply of the store (botocore's ``ClientError``) that the backend did not expect, a request
+    that failed on the way (botocore's and aiohttp's errors, ``OSError``) and a missing ETag are a
+    failing store; an object too large to be ours is a state we refuse to read.
+    """
+    import aiohttp
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        ReadTimeoutError,
+    )
+
+    return (
+        ErrorRule(
+            (TimeoutError, ConnectTimeoutError, ReadTimeoutError),
+            detail="no reply within {timeout:g} s",
+        ),
+        ErrorRule((ObjectTooLarge,), RendezvousStateError, detail="{exc}"),
+        ErrorRule((MissingETag,), detail="{exc}"),
+        ErrorRule(
+            (ClientError,),
+            detail=lambda error: f"the bucket does not exist ({describe(error)})",
+            when=_is(Outcome.NO_BUCKET),
+        ),
+        ErrorRule((ClientError,), detail=_denied, when=_is(Outcome.DENIED)),
+        ErrorRule(
+            (ClientError,),
+            detail=lambda error: (
+                f"the store refused the request ({describe(error)}): every request is signed "
+                "with this machine's time, which must be within 15 minutes of the store's; set "
+                "the clock right (NTP)"
+            ),
+            when=_is(Outcome.CLOCK_SKEW),
+        ),
+        ErrorRule((ClientError,), detail=describe),
+        ErrorRule((BotoCoreError, aiohttp.ClientError, OSError)),
+    )

@@ -1,4 +1,4 @@
-"""The S3 backend's token, and the checks that keep a caller's token from doing harm."""
+"""The S3 backend's token, and the check that keeps a caller's token from doing harm."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from . import _format
 
-__all__ = ("S3Token", "is_token", "same_token")
+__all__ = ("S3Token", "is_token")
 
 _INCARNATION_TEXT = re.compile(r"[0-9a-f]{32}")
 # Visible ASCII without '"': anything else could not be sent back as an If-Match header value.
@@ -20,11 +20,12 @@ class S3Token:
 
     The ETag is what the store compares (the next write sends it as ``If-Match``), so it is what
     makes two tokens equal: a token equals the current one exactly when the store would let a
-    write with it through. The incarnation (128 random bits drawn when the object is created)
-    and the counter (one more per write) are inside the object and carried here so that the next
-    write's content, and so its ETag, is new although an ETag hashes the content: no two writes
-    store the same bytes and no token comes back (no ABA). Tokens are values: two reads of one
-    write give equal tokens; a token equals only an ``S3Token``.
+    write with it through, and a malformed one (which the backend never sends) equals nothing.
+    The incarnation (128 random bits drawn when the object is created) and the counter (one more
+    per write) are inside the object and carried here so that the next write's content, and so
+    its ETag, is new although an ETag hashes the content: no two writes store the same bytes and
+    no token comes back (no ABA). Tokens are values: two reads of one write give equal tokens; a
+    token equals only an ``S3Token``.
     """
 
     incarnation: str
@@ -34,7 +35,8 @@ class S3Token:
     def __eq__(self, other: object) -> bool:
         if type(other) is not S3Token or type(self) is not S3Token:
             return NotImplemented
-        return self.etag == other.etag
+        # Fields' exact types first: a str subclass's __eq__ would run on the comparison.
+        return is_token(other) and is_token(self) and self.etag == other.etag
 
     def __hash__(self) -> int:
         return hash(self.etag)
@@ -53,8 +55,3 @@ def is_token(token: object) -> bool:
         and _INCARNATION_TEXT.fullmatch(token.incarnation) is not None
         and _ETAG_TEXT.fullmatch(token.etag) is not None
     )
-
-
-def same_token(current: S3Token, token: object) -> bool:
-    """Whether the caller's *token* is *current*; never calls a foreign ``__eq__``."""
-    return is_token(token) and current.etag == token.etag  # type: ignore[attr-defined]

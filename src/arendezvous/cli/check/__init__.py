@@ -13,10 +13,10 @@ Faults:
 ``none``
     clients are tasks of this process (any URL, ``memory://`` included).
 ``kill-server``
-    for a server the harness starts itself (``--start redis|etcd|postgresql``, on 127.0.0.1 in a
-    temp dir): SIGKILL it at random points of the run, keep it down a moment, start it again on
-    the same port and data. Calls in flight fail or become unknown; clients wait for the restart
-    and go on.
+    for a server the harness starts itself (``--start redis|etcd|postgresql|seaweedfs``, on
+    127.0.0.1 in a temp dir; SeaweedFS is an S3 store): SIGKILL it at random points of the run,
+    keep it down a moment, start it again on the same port and data. Calls in flight fail or
+    become unknown; clients wait for the restart and go on.
 ``kill-writer``
     clients are OS processes (``python -m arendezvous.cli.check._worker``), each recording to its
     own file; at random points the harness SIGKILLs one the moment it starts a write (or, now and

@@ -62,7 +62,7 @@ class CheckOptions:
         if self.faults == "kill-server" and self.start is None:
             raise UsageError(
                 "--faults kill-server needs a server the harness starts and may kill: "
-                "use --start redis|etcd|postgresql instead of a URL"
+                f"use --start {'|'.join(SERVERS)} instead of a URL"
             )
         scheme = (self.url or "").partition("://")[0].lower()
         if self.faults == "kill-writer" and scheme == "memory":

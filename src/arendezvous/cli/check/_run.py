@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TextIO
 
@@ -28,7 +29,7 @@ from ._handles import Opener
 from ._options import CheckOptions, UsageError
 from ._progress import Display, Progress
 from ._report import summary_lines, verdict_lines
-from ._servers import SERVERS, Server, start_server, with_timeout
+from ._servers import SERVERS, Server, server_environment, start_server, with_timeout
 from ._tasks import run_tasks
 from ._tokens import StoreTokenCodec
 from ._writer_killer import WriterKiller
@@ -67,13 +68,18 @@ def run_check(
     server_name = None
     directory: Path | None = None
     display: Display | None = None
+    environment = ExitStack()
     try:
         try:
             if options.start is not None:
-                server_name = SERVERS[options.start][2]
+                kind = SERVERS[options.start]
+                server_name = kind.program
                 print(f"starting {server_name} on 127.0.0.1 ...", file=err, flush=True)
                 server = start_server(options.start)
-                url = with_timeout(server.url)
+                # The clients (tasks here, or processes inheriting the environment) find what
+                # the URL does not carry, such as where the credentials are.
+                environment.enter_context(server_environment(server))
+                url = with_timeout(server.url, kind.call_timeout)
             else:
                 assert options.url is not None
                 url = options.url
@@ -121,6 +127,7 @@ def run_check(
         print(f"arendezvous check: {type(exc).__name__}: {exc}", file=err)
         return 2
     finally:
+        environment.close()
         if server is not None:
             server.stop()
         if directory is not None:

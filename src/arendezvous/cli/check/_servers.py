@@ -3,20 +3,50 @@
 from __future__ import annotations
 
 import importlib
+import os
 import urllib.parse
-from typing import Any, Protocol
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, NamedTuple, Protocol
 
-__all__ = ("CALL_TIMEOUT", "SERVERS", "Server", "start_server", "with_timeout")
-
-SERVERS = {
-    "redis": ("arendezvous.testing.servers.redis", "RedisServer", "redis-server"),
-    "etcd": ("arendezvous.testing.servers.etcd", "EtcdServer", "etcd"),
-    "postgresql": ("arendezvous.testing.servers.postgres", "PostgresServer", "postgres"),
-}
-"""``--start`` name -> (module, launcher class, the server program's name)."""
+__all__ = (
+    "CALL_TIMEOUT",
+    "SERVERS",
+    "Server",
+    "ServerKind",
+    "server_environment",
+    "start_server",
+    "with_timeout",
+)
 
 CALL_TIMEOUT = 2.0
 """Seconds per call on a server the harness starts: an outage shows as an error this soon."""
+
+
+class ServerKind(NamedTuple):
+    """One server ``--start`` can run."""
+
+    #: The module of its launcher in :mod:`arendezvous.testing.servers`, and the launcher class.
+    module: str
+    launcher: str
+    #: The server program's name, as the progress lines show it.
+    program: str
+    #: Seconds per call of the clients (the URL's ``timeout``).
+    call_timeout: float = CALL_TIMEOUT
+
+
+SERVERS = {
+    "redis": ServerKind("arendezvous.testing.servers.redis", "RedisServer", "redis-server"),
+    "etcd": ServerKind("arendezvous.testing.servers.etcd", "EtcdServer", "etcd"),
+    "postgresql": ServerKind("arendezvous.testing.servers.postgres", "PostgresServer", "postgres"),
+    # SeaweedFS makes racing conditional writes of one object wait for each other in steps of
+    # about a second (docs/s3.md): with 2 s per call, a client would count such a wait as an
+    # outage; a killed server still fails calls at once (the connection is refused).
+    "seaweedfs": ServerKind(
+        "arendezvous.testing.servers.seaweedfs", "SeaweedFSServer", "weed", call_timeout=15.0
+    ),
+}
+"""``--start`` name -> what runs it."""
 
 
 class Server(Protocol):
@@ -37,8 +67,8 @@ def start_server(kind: str) -> Server:
 
     The launcher is imported only here: a check of a URL never imports the test kit's servers.
     """
-    module_name, class_name, _ = SERVERS[kind]
-    launcher = getattr(importlib.import_module(module_name), class_name)
+    server_kind = SERVERS[kind]
+    launcher = getattr(importlib.import_module(server_kind.module), server_kind.launcher)
     extra: dict[str, Any] = {}
     if kind == "redis":
         # Durable across a SIGKILL: every write reaches the append-only file before the reply.
@@ -52,9 +82,27 @@ def start_server(kind: str) -> Server:
     return server
 
 
-def with_timeout(url: str) -> str:
-    """*url* with the ``timeout`` option set to :data:`CALL_TIMEOUT`."""
+@contextmanager
+def server_environment(server: Server | None) -> Iterator[None]:
+    """Within the block, this process's environment (and so its worker processes') holds what
+    clients of *server* need besides its URL: for SeaweedFS, where botocore finds the
+    credentials files (the files' names only; no secret goes into the environment)."""
+    extra: Mapping[str, str] = getattr(server, "environ", {})
+    saved = {name: os.environ.get(name) for name in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def with_timeout(url: str, seconds: float = CALL_TIMEOUT) -> str:
+    """*url* with the ``timeout`` option set to *seconds*."""
     parsed = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)
-    query.append(("timeout", f"{CALL_TIMEOUT:g}"))
+    query.append(("timeout", f"{seconds:g}"))
     return urllib.parse.urlunsplit(parsed._replace(query=urllib.parse.urlencode(query)))

