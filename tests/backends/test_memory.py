@@ -9,6 +9,7 @@ from arendezvous import AsyncRendezvousBackend, MemoryBackend, MemoryStore, open
 from arendezvous._emulated import emulate_member_table
 from arendezvous.backends.memory import MemoryToken, default_store, named_store
 from arendezvous.testing.conformance import BackendConformance
+from arendezvous.testing.lifecycle import RunLifecycleConformance
 from arendezvous.testing.members import MemberTableConformance
 
 pytestmark = pytest.mark.anyio
@@ -53,7 +54,9 @@ async def test_named_stores_from_urls() -> None:
 def test_url_options_and_errors() -> None:
     backend = open_backend("memory://sized?max_state_size=10", run_id="r")
     assert isinstance(backend, MemoryBackend)
-    with pytest.raises(ValueError, match=r"unknown option 'colour'.*accepted: max_state_size"):
+    with pytest.raises(
+        ValueError, match=r"unknown option 'colour'.*accepted: expire_after, max_state_size"
+    ):
         open_backend("memory://?colour=red", run_id="r")
     with pytest.raises(ValueError, match="no path"):
         open_backend("memory://x/y", run_id="r")
@@ -110,6 +113,18 @@ def test_run_id_is_validated() -> None:
         MemoryBackend(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty"):
         MemoryBackend("")
+
+
+class TestMemoryLifecycle(RunLifecycleConformance):
+    store = MemoryStore()
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return MemoryBackend(run_id, self.store)
+
+    async def make_expiring_backend(
+        self, run_id: str, expire_after: float
+    ) -> AsyncRendezvousBackend:
+        return MemoryBackend(run_id, self.store, expire_after=expire_after)
 
 
 class TestMemoryMembers(MemberTableConformance):
