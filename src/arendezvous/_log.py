@@ -19,14 +19,19 @@ __all__ = ("log_event",)
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
-def log_event(logger: logging.Logger, level: int, event: str, sentence: str,
-              **facts: Any) -> None:
+def log_event(logger: logging.Logger, level: int, event: str, sentence: str, *,
+              stacklevel: int = 1, **facts: Any) -> None:
     """Log *sentence* (``%(name)s``-style placeholders filled from *facts*) at *level*, with
-    ``event`` and every fact as attributes of the record."""
+    ``event`` and every fact as attributes of the record.
+
+    *stacklevel* is :meth:`logging.Logger.log`'s, counted from the caller of this function: a
+    wrapper that adds facts of its own passes 2, so that the record names its caller's line.
+    """
     if not logger.isEnabledFor(level):
         return
     assert _RESERVED.isdisjoint(facts), f"a fact shadows a LogRecord attribute: {facts}"
     # A single, non-empty mapping argument is what %(name)s placeholders are formatted from.
     arguments = (facts,) if facts else ()
-    # stacklevel: the record names the line that logged, not this helper.
-    logger.log(level, sentence, *arguments, extra={"event": event, **facts}, stacklevel=2)
+    # One more level: the record names the line that logged, not this helper.
+    logger.log(level, sentence, *arguments, extra={"event": event, **facts},
+               stacklevel=stacklevel + 1)

@@ -35,9 +35,10 @@ def log_run_expired(logger: logging.Logger, run_id: str, idle: float,
     log_event(logger, logging.INFO, "run_expired",
               "run %(run_id)r expired: nobody wrote to it for %(idle).3g s "
               "(expire_after=%(expire_after)g s)",
-              run_id=run_id, idle=idle, expire_after=expire_after)
+              stacklevel=2, run_id=run_id, idle=idle, expire_after=expire_after)
 
 
 def log_run_deleted(logger: logging.Logger, run_id: str) -> None:
     """DEBUG: ``delete_run()`` removed *run_id* (whoever asked for it logs why, at INFO)."""
-    log_event(logger, logging.DEBUG, "run_deleted", "run %(run_id)r deleted", run_id=run_id)
+    log_event(logger, logging.DEBUG, "run_deleted", "run %(run_id)r deleted", stacklevel=2,
+              run_id=run_id)

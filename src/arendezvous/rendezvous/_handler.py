@@ -307,7 +307,8 @@ class AsyncRendezvous:
     def _log(self, level: int, event: str, sentence: str, **facts: Any) -> None:
         """Log *event* under ``arendezvous.rendezvous`` with this node's id and run id as facts
         (see :func:`arendezvous._log.log_event`)."""
-        log_event(logger, level, event, sentence, node=self._node, run_id=self._run_id, **facts)
+        log_event(logger, level, event, sentence, stacklevel=2, node=self._node,
+                  run_id=self._run_id, **facts)
 
     def _adopt(self, current: tuple[bytes, Token] | None) -> _View:
         view = _EMPTY if current is None else _View(decode_record(current[0]), current[1])

@@ -177,9 +177,10 @@ async def close_run(backend: AsyncRendezvousBackend) -> bool:
     """
     closed = await close_register(storage(backend)[0])
     if closed:
+        run_id = run_id_of(backend)
         log_event(logging.getLogger("arendezvous.rendezvous"), logging.INFO, "run_closed",
-                  "the run %(run_id)r was closed from outside", node=None,
-                  run_id=run_id_of(backend))
+                  "the run was closed from outside" if run_id is None else
+                  "run %(run_id)r was closed from outside", node=None, run_id=run_id)
     return closed
 
 
