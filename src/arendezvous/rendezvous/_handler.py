@@ -704,7 +704,8 @@ class AsyncRendezvous:
     async def progress(self) -> Progress:
         """How the run's current round is going: who has joined, how many are missing, the time
         left in its last call (three store reads; writes nothing). Call it from another task
-        while :meth:`next_rendezvous` waits, e.g. once a second, to show progress.
+        while :meth:`next_rendezvous` waits, e.g. a few times a second, to show progress
+        (``docs/operating.md`` has an orchestrator doing so).
         """
         view = await self._read()
         record = view.record
