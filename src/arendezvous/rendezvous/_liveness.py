@@ -91,13 +91,14 @@ class StoreHealth:
             self._since = self._rendezvous._clock()
             self._rendezvous._log(
                 logging.WARNING, "store_unreachable",
-                "node %(node)r cannot reach the store while %(doing)s (%(error)s); retrying "
-                "every %(retry).3g s, and saying once when it answers again",
+                "node %(node)r cannot use the store while %(doing)s (%(error_type)s: %(error)s); "
+                "retrying every %(retry).3g s, and saying once when it answers again",
                 doing=doing, error=str(exc), error_type=type(exc).__name__, retry=self._retry)
         else:
             self._rendezvous._log(
                 logging.DEBUG, "store_still_unreachable",
-                "node %(node)r still cannot reach the store while %(doing)s (%(error)s)",
+                "node %(node)r still cannot use the store while %(doing)s (%(error_type)s: "
+                "%(error)s)",
                 doing=doing, error=str(exc), error_type=type(exc).__name__)
 
     def reached(self, doing: str) -> None:
@@ -108,7 +109,7 @@ class StoreHealth:
             self._since = None
             self._rendezvous._log(
                 logging.WARNING, "store_reachable",
-                "node %(node)r reaches the store again (unreachable for %(outage).3g s)",
+                "the store answers node %(node)r again, after %(outage).3g s of failures",
                 outage=outage)
 
     def stopped(self, doing: str) -> None:
