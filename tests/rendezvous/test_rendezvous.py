@@ -43,6 +43,7 @@ from arendezvous.rendezvous import (
     read_status,
 )
 from arendezvous.rendezvous._record import MAX_ROUND, RoundRecord, encode_record
+from arendezvous.testing import BackendWrapper
 
 from ._observe import LIMIT, Changes, Observer, WatchedBackend, WatchedTable
 from .conftest import MakeBackend
@@ -900,6 +901,30 @@ async def test_a_backend_that_cannot_delete_is_left_as_it_is(
     assert "WatchedBackend cannot delete runs" in record.getMessage()
     with pytest.raises(TypeError, match="delete_when_closed"):
         AsyncRendezvous(backend, "a", 1, 1, delete_when_closed="yes")  # type: ignore[arg-type]
+
+
+class DeleteFails(BackendWrapper):
+    async def delete_run(self) -> bool:
+        raise RendezvousConnectionError("the store went away (simulated)")
+
+
+async def test_a_failed_deletion_is_a_warning_and_the_node_still_leaves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="arendezvous")
+    backend = DeleteFails(MemoryBackend("kept", MemoryStore()))
+    node = AsyncRendezvous(backend, "a", 1, 1, delete_when_closed=True, **FAST)
+    await node.next_rendezvous()
+    await node.close()
+    await node.leave()  # does not raise: deleting is the leaving node's best effort
+    [record] = events(caplog, "delete_failed")
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        "node 'a' could not delete the closed run (RendezvousConnectionError: the store went "
+        "away (simulated)); arendezvous delete removes it")
+    status = await read_status(backend)
+    assert status.closed
+    assert status.participants[0].heartbeat_age is None  # its record is gone: it left
 
 
 def test_sync_rendezvous_passes_delete_when_closed_on(tmp_path: Path) -> None:

@@ -534,7 +534,8 @@ class AsyncRendezvous:
                 wait = min(wait, beat - now)
             self._log(logging.DEBUG, "waiting",
                       "node %(node)r waits up to %(seconds).3g s for round %(round)d to change "
-                      "(%(phase)s)", seconds=wait, round=record.round, phase=_phase(record, paused))
+                      "(%(phase)s)", seconds=max(wait, 0.0), round=record.round,
+                      phase=_phase(record, paused))
             changed = await self._register.wait_for_change(
                 view.token, timeout=None if wait == math.inf else max(wait, 0.0) + _SLACK
             )
@@ -668,6 +669,13 @@ class AsyncRendezvous:
             self._log(logging.DEBUG, "delete_unsupported",
                       "node %(node)r leaves the closed run in the store: %(backend)s cannot "
                       "delete runs", backend=type(self._backend).__name__)
+            return
+        except RendezvousError as exc:
+            # Best effort: this node has left whatever happens, and the run stays closed.
+            self._log(logging.WARNING, "delete_failed",
+                      "node %(node)r could not delete the closed run (%(error_type)s: "
+                      "%(error)s); arendezvous delete removes it",
+                      error=str(exc), error_type=type(exc).__name__)
             return
         if deleted:
             self._log(logging.INFO, "run_deleted",
