@@ -5,6 +5,8 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -17,10 +19,12 @@ from arendezvous import (
     AsyncRendezvousBackend,
     FileBackend,
     RendezvousStateError,
+    Token,
     open_backend,
 )
 from arendezvous.backends import _fileformat
 from arendezvous.testing.conformance import CorruptStateConformance
+from arendezvous.testing.lifecycle import RunLifecycleConformance
 from arendezvous.testing.members import MemberTableConformance
 from arendezvous.testing.stateful import backend_state_machine
 
@@ -39,6 +43,20 @@ class TestFileConformance(CorruptStateConformance):
         path = FileBackend(self.directory, run_id).path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(raw)
+
+
+class TestFileLifecycle(RunLifecycleConformance):
+    @pytest.fixture(autouse=True)
+    def _directory(self, tmp_path: Path) -> None:
+        self.directory = tmp_path
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return FileBackend(self.directory, run_id, durable=False, poll_interval=0.01)
+
+    async def make_expiring_backend(
+        self, run_id: str, expire_after: float
+    ) -> AsyncRendezvousBackend:
+        return FileBackend(self.directory, run_id, durable=False, expire_after=expire_after)
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
@@ -232,3 +250,234 @@ class TestFileMembers(MemberTableConformance):
     @pytest.fixture(autouse=True)
     def _directory(self, tmp_path: Path) -> None:
         self.directory = tmp_path
+
+
+# -- the run lifecycle ----------------------------------------------------------------------------
+
+
+def _names(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
+def _age_files(backend: FileBackend, seconds: float) -> None:
+    """Set the modification times of the run's files *seconds* into the past (instead of waiting
+    that long)."""
+    past = time.time() - seconds
+    for path in (backend._files.state, backend._files.members, backend._files.lock):
+        if path.exists():
+            os.utime(path, (past, past))
+
+
+async def _populate(backend: FileBackend) -> tuple[Token, Token]:
+    _, token, _ = await backend.set_state(b"state")
+    member, _, _ = await backend.member_table().put("node", "group", b"v", None)
+    assert member is not None
+    return token, member.version
+
+
+async def test_deleting_removes_every_file_of_the_run(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path, "doomed", durable=False)
+    other = FileBackend(tmp_path, "kept", durable=False)
+    await _populate(backend)
+    await other.set_state(b"other")
+    assert await backend.delete_run() is True
+    assert _names(tmp_path) == ["kept.lock", "kept.rdzv"]
+    assert await backend.delete_run() is False
+    assert _names(tmp_path) == ["kept.lock", "kept.rdzv"]
+
+
+async def test_deleting_wakes_waiters_in_this_process(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path, "woken", durable=False, poll_interval=60)
+    _, token, _ = await backend.set_state(b"first")
+    member, _, _ = await backend.member_table().put("node", "group", b"v", None)
+    assert member is not None
+    results: list[object] = []
+    async with anyio.create_task_group() as group:
+
+        async def wait_for_state() -> None:
+            results.append(await backend.wait_for_change(token, timeout=30))
+
+        group.start_soon(wait_for_state)
+        await anyio.wait_all_tasks_blocked()
+        await backend.delete_run()
+        # No state exists to report: the waiter re-read and waits on, until the run is created
+        # again (a poll_interval of a minute: only the in-process notice can wake it in time).
+        _, new_token, _ = await backend.set_state(b"again")
+    assert results == [(b"again", new_token)]
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux's /proc/locks")
+def test_a_writer_that_locked_a_deleted_lock_file_locks_the_new_one(tmp_path: Path) -> None:
+    """The race delete_run() creates: a writer waits on the lock file; the run is deleted (the
+    lock file with it) and another writer creates a new lock file and holds it. When the first
+    writer gets the old file's lock, it must notice and wait for the new one, or two writers
+    would be in the run's critical section at once."""
+    deleter, late, holder = (FileBackend(tmp_path, "race", durable=False) for _ in range(3))
+    anyio.run(deleter.set_state, b"old")
+    in_section, delete_now = threading.Event(), threading.Event()
+    holding, release = threading.Event(), threading.Event()
+    results: list[tuple[bytes, Token, bool]] = []
+    threads: list[threading.Thread] = []
+
+    def hold_new_lock() -> None:
+        holding.set()
+        assert release.wait(30)
+
+    def delete_holding_the_lock() -> None:
+        def section() -> None:
+            in_section.set()
+            assert delete_now.wait(30)
+            # What delete_run() does, stopped before it releases the old lock: the lock file is
+            # gone, and the next writer makes and holds a new one.
+            deleter._files.state.unlink()
+            deleter._files.lock.unlink()
+            new_writer = threading.Thread(target=holder._files.locked, args=(hold_new_lock,))
+            new_writer.start()
+            assert holding.wait(30)
+            threads.append(new_writer)
+
+        deleter._files.locked(section)
+
+    first = threading.Thread(target=delete_holding_the_lock)
+    first.start()
+    assert in_section.wait(30)
+    waiter = threading.Thread(
+        target=lambda: results.append(late._compare_and_set_sync(b"late", None))
+    )
+    waiter.start()
+    old_inode = deleter._files.lock.stat().st_ino
+    _wait_for_lock_waiter(old_inode)  # the late writer waits on the old lock file
+    delete_now.set()
+    first.join(30)
+    new_inode = holder._files.lock.stat().st_ino
+    assert new_inode != old_inode
+    # It got the old file's lock, noticed, and now waits for the new file's holder.
+    _wait_for_lock_waiter(new_inode)
+    assert results == []
+    release.set()
+    for thread in (*threads, waiter):
+        thread.join(30)
+    [(state, _, written)] = results
+    assert (state, written) == (b"late", True)  # the run was gone: the late writer created it
+
+
+def _wait_for_lock_waiter(inode: int) -> None:
+    """Return once a process waits for a flock on the file *inode* (``->`` in /proc/locks)."""
+    deadline = time.monotonic() + 30
+    while not any(line.split()[1] == "->" and line.split()[6].endswith(f":{inode}")
+                  for line in Path("/proc/locks").read_text().splitlines()):
+        assert time.monotonic() < deadline, f"nobody waits for a lock on inode {inode}"
+        time.sleep(0.01)  # poll-ok: the kernel announces a lock waiter only in /proc/locks
+
+
+async def test_an_expired_run_is_removed_by_a_read(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path, "idle", durable=False, expire_after=60)
+    plain = FileBackend(tmp_path, "idle", durable=False)
+    await _populate(backend)
+    _age_files(backend, 59)
+    assert await backend.get_state() is not None  # not yet
+    _age_files(backend, 61)
+    assert await plain.get_state() is not None  # a handle without expire_after removes nothing
+    assert await backend.member_table().get("node") is None
+    assert _names(tmp_path) == []
+    assert await backend.get_state() is None
+
+
+async def test_member_writes_keep_a_run_alive(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path, "alive", durable=False, expire_after=60)
+    _, version = await _populate(backend)
+    _age_files(backend, 3600)
+    # A heartbeat a moment ago: the state file is old, the run is not.
+    os.utime(backend._files.members)
+    current = await backend.get_state()
+    assert current is not None
+    assert current[0] == b"state"
+    assert await backend.member_table().touch("node", version) is not None
+
+
+async def test_a_write_to_an_expired_run_starts_it_afresh(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path, "stale", durable=False, expire_after=60)
+    token, version = await _populate(backend)
+    _age_files(backend, 61)
+    assert await backend.set_state(b"late", token) == (b"", None, False)
+    assert not backend._files.members.exists()  # the member records went with it
+    _, new_token, written = await backend.set_state(b"new")
+    assert written
+    assert new_token != token
+    _age_files(backend, 61)
+    put = await backend.member_table().put("node", "group", b"v", version)
+    assert put == (None, False, 0)  # expired by the member write: the old version is nothing
+    assert await backend.get_state() is None
+
+
+async def test_listing_removes_expired_runs(tmp_path: Path) -> None:
+    lister = FileBackend(tmp_path, "lister", durable=False, expire_after=60)
+    old, fresh = (FileBackend(tmp_path, name, durable=False) for name in ("old", "fresh"))
+    await _populate(old)
+    await fresh.set_state(b"12345")
+    _age_files(old, 61)
+    leftover = FileBackend(tmp_path, "only-a-lock", durable=False)
+    assert await leftover.set_state(b"x", "not a token") == (b"", None, False)  # made a lock file
+    _age_files(leftover, 61)
+    runs = await lister.list_runs()
+    assert [(run.run_id, run.size, run.members) for run in runs] == [("fresh", 5, 0)]
+    age = runs[0].age
+    assert age is not None
+    assert 0 <= age < 60
+    assert _names(tmp_path) == ["fresh.lock", "fresh.rdzv"]
+
+
+@pytest.mark.parametrize(
+    "run_id", ["a/b", "..", ".hidden", "x" * 500, "ümlaut run", "a%2Fb", "~" * 200, "a.lock"]
+)
+async def test_listing_names_any_run_id(tmp_path: Path, run_id: str) -> None:
+    backend = FileBackend(tmp_path, run_id, durable=False)
+    await _populate(backend)
+    [run] = await backend.list_runs()
+    assert (run.run_id, run.size, run.members) == (run_id, 5, 1)
+    assert await FileBackend(tmp_path, run.run_id).delete_run() is True
+
+
+async def test_listing_ignores_what_is_not_a_run(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path, "run", durable=False)
+    await backend.set_state(b"x")
+    (tmp_path / "notes.txt").write_text("an operator's notes")
+    (tmp_path / ".run.rdzv.0123abcd.tmp").write_bytes(b"a write in progress")
+    (tmp_path / "%ZZ.rdzv").write_bytes(b"a name no run id maps to")
+    (tmp_path / "subdirectory").mkdir()
+    assert [run.run_id for run in await backend.list_runs()] == ["run"]
+    assert await FileBackend(tmp_path / "missing", "run").list_runs() == []
+
+
+async def test_a_damaged_member_file_is_listed_without_a_count(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path, "damaged", durable=False)
+    await _populate(backend)
+    backend._files.members.write_bytes(b"garbage")
+    [run] = await backend.list_runs()
+    assert (run.run_id, run.size, run.members) == ("damaged", 5, None)
+
+
+async def test_a_long_run_id_from_before_lock_files_held_it(tmp_path: Path) -> None:
+    """Lock files of older versions are empty: a hashed name is then listed under an id that maps
+    to the same files, so that it can still be inspected and deleted."""
+    run_id = "job-" + "x" * 300
+    backend = FileBackend(tmp_path, run_id, durable=False)
+    await backend.set_state(b"x")
+    backend._files.lock.write_bytes(b"")
+    [run] = await backend.list_runs()
+    alias = FileBackend(tmp_path, run.run_id)
+    assert alias.path == backend.path
+    assert await alias.delete_run() is True
+
+
+def test_expire_after_option() -> None:
+    backend = open_backend("file:///tmp/rdzv?expire_after=3600", run_id="r")
+    assert isinstance(backend, FileBackend)
+    assert backend.expire_after == 3600
+    assert FileBackend("/tmp/rdzv", "r").expire_after is None
+    with pytest.raises(ValueError, match="bad value for option 'expire_after'"):
+        open_backend("file:///tmp/rdzv?expire_after=0", run_id="r")
+    with pytest.raises(ValueError, match="positive"):
+        FileBackend("/tmp/rdzv", "r", expire_after=-1)
+    with pytest.raises(TypeError, match="expire_after"):
+        FileBackend("/tmp/rdzv", "r", expire_after="60")  # type: ignore[arg-type]

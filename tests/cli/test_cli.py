@@ -14,7 +14,7 @@ from arendezvous.cli import build_parser, main
 
 
 def test_every_command_is_registered() -> None:
-    assert "{demo,inspect,close,check}" in build_parser().format_usage()
+    assert "{demo,runs,inspect,close,delete,check}" in build_parser().format_usage()
 
 
 def test_bad_input_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

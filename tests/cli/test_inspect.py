@@ -4,6 +4,7 @@ changes, or closed from outside; clear errors for runs that have none."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -11,21 +12,9 @@ import pytest
 
 from arendezvous import FileBackend
 from arendezvous.cli import main
-from arendezvous.rendezvous import AsyncRendezvous, read_status
+from arendezvous.rendezvous import read_status
 
-
-def _form_round(directory: Path, run_id: str, nodes: int) -> None:
-    async def form() -> None:
-        handles = [FileBackend(directory, run_id, durable=False) for _ in range(nodes)]
-        members = [AsyncRendezvous(handle, f"n{index}", nodes, nodes, heartbeat=60)
-                   for index, handle in enumerate(handles)]
-        async with anyio.create_task_group() as group:
-            for member in members:
-                group.start_soon(member.next_rendezvous)
-        for handle in handles:
-            await handle.aclose()
-
-    anyio.run(form)
+FormRound = Callable[[Path, str, int], None]  # the form_round fixture (conftest.py)
 
 
 def test_demo_on_trio_and_a_file_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -38,8 +27,10 @@ def test_demo_on_trio_and_a_file_url(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "closed" in out
 
 
-def test_inspect_decodes_the_round(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _form_round(tmp_path, "job", 3)
+def test_inspect_decodes_the_round(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], form_round: FormRound
+) -> None:
+    form_round(tmp_path, "job", 3)
     url = f"file://{tmp_path}"
     assert main(["inspect", url, "job"]) == 0
     out = capsys.readouterr().out
@@ -59,8 +50,10 @@ def test_inspect_decodes_the_round(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "token" in capsys.readouterr().out
 
 
-def test_follow_prints_each_change(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _form_round(tmp_path, "job", 2)
+def test_follow_prints_each_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], form_round: FormRound
+) -> None:
+    form_round(tmp_path, "job", 2)
     url = f"file://{tmp_path}?poll_interval=0.01"
     assert main(["close", url, "job"]) == 0
     assert "run 'job': closed" in capsys.readouterr().out
@@ -72,8 +65,10 @@ def test_follow_prints_each_change(tmp_path: Path, capsys: pytest.CaptureFixture
     assert all(json.loads(line)["closed"] for line in lines)
 
 
-def test_close_from_outside(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _form_round(tmp_path, "job", 2)
+def test_close_from_outside(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], form_round: FormRound
+) -> None:
+    form_round(tmp_path, "job", 2)
     url = f"file://{tmp_path}"
     assert main(["close", url, "job"]) == 0
     assert "run 'job': closed" in capsys.readouterr().out

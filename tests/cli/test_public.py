@@ -9,7 +9,8 @@ from test_public_api import (
 )
 
 CLI_MODULES = ["arendezvous.cli", "arendezvous.cli.demo", "arendezvous.cli.inspect",
-               "arendezvous.cli.check"]
+               "arendezvous.cli.check", "arendezvous.cli.runs", "arendezvous.cli.close",
+               "arendezvous.cli.delete"]
 
 
 @pytest.mark.parametrize("module_name", CLI_MODULES)

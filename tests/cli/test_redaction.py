@@ -136,7 +136,7 @@ _CLIENTS = {"redis": "redis", "rediss": "redis", "etcd": "aetcd", "postgresql": 
 
 @pytest.mark.parametrize("bad_option", [False, True], ids=["store", "bad-option"])
 @pytest.mark.parametrize("where", ["userinfo", "query"])
-@pytest.mark.parametrize("command", ["demo", "inspect", "check"])
+@pytest.mark.parametrize("command", ["demo", "runs", "inspect", "close", "delete", "check"])
 @pytest.mark.parametrize("scheme", ["memory", "file", "redis", "rediss", "etcd", "postgresql"])
 def test_no_command_prints_a_password(
     scheme: str,
@@ -155,7 +155,10 @@ def test_no_command_prints_a_password(
     history = tmp_path / "history.jsonl"
     argv = {
         "demo": ["demo", "-n", "2", "--url", url],
+        "runs": ["runs", url],
         "inspect": ["inspect", url, "run"],
+        "close": ["close", url, "run"],
+        "delete": ["delete", url, "run"],
         "check": [
             "check", url, "--clients", "1", "--ops", "2", "--runs", "1", "--history", str(history),
         ],
@@ -164,11 +167,11 @@ def test_no_command_prints_a_password(
     out, err = capsys.readouterr()
     written = history.read_text() if history.exists() else ""
     assert SECRET not in out + err + written
-    # The command really met the URL: only the memory store with a user works (though inspect
-    # finds no rendezvous there and says so: status 1); the rest fail (unreachable, not a
-    # directory, unknown option), each saying why.
+    # The command really met the URL: only the memory store with a user works (though inspect,
+    # close and delete find no run there and say so: status 1); the rest fail (unreachable, not
+    # a directory, unknown option, no lifecycle yet), each saying why.
     works = (scheme == "memory" and where == "userinfo" and not bad_option
-             and command != "inspect")
+             and command in ("demo", "runs", "check"))
     assert (status == 0) == works, out + err
     if not works:
         assert "arendezvous" in err or "no call succeeded" in out, out + err
@@ -177,6 +180,7 @@ def test_no_command_prints_a_password(
         assert "***" in out
     elif command == "demo" and where == "userinfo" and not bad_option and scheme != "file":
         assert "u:***@" in out
+
 
 
 def test_worker_processes_get_no_password_on_their_command_line(

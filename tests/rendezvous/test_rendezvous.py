@@ -9,8 +9,11 @@ Every test runs on asyncio and trio, over the memory and the file backend and a 
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -18,6 +21,7 @@ import pytest
 from arendezvous import (
     AsyncRendezvousBackend,
     DuplicateNodeError,
+    FileBackend,
     MemoryBackend,
     MemoryStore,
     RendezvousClosedError,
@@ -32,19 +36,22 @@ from arendezvous.rendezvous import (
     RendezvousInfo,
     RoundEnd,
     RunStatus,
+    SyncRendezvous,
     close_run,
     default_node_id,
     follow_status,
     read_status,
 )
 from arendezvous.rendezvous._record import MAX_ROUND, RoundRecord, encode_record
+from arendezvous.testing import BackendWrapper
 
-from ._observe import LIMIT, Observer, WatchedBackend, WatchedTable
+from ._observe import LIMIT, Changes, Observer, WatchedBackend, WatchedTable
 from .conftest import MakeBackend
 
 pytestmark = pytest.mark.anyio
 
-FAST = {"heartbeat": 0.05, "heartbeat_timeout": 0.25, "join_timeout": 20.0}
+# Any: the rendezvous also takes keywords that are not seconds (delete_when_closed).
+FAST: dict[str, Any] = {"heartbeat": 0.05, "heartbeat_timeout": 0.25, "join_timeout": 20.0}
 
 
 def check_round(infos: list[RendezvousInfo]) -> None:
@@ -816,3 +823,286 @@ async def test_close_run_from_outside(make_backend: MakeBackend) -> None:
     assert (await read_status(make_backend())).closed
     # A run nobody joined gets a closed record.
     assert await close_run(MemoryBackend("never-used", MemoryStore()))
+
+
+# -- cleaning up after a closed run ----------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "file"])
+def make_store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> MakeBackend:
+    """Handles on one fresh run of a bundled store, unwrapped: they can delete and list runs."""
+    store = MemoryStore()
+    if request.param == "memory":
+        return lambda: MemoryBackend("cleanup", store)
+    return lambda: FileBackend(tmp_path, "cleanup", durable=False, poll_interval=0.01)
+
+
+async def test_the_last_node_to_leave_a_closed_run_deletes_it(
+    make_store_backend: MakeBackend,
+) -> None:
+    lister = make_store_backend()
+    nodes = [AsyncRendezvous(make_store_backend(), name, 3, 3, delete_when_closed=True, **FAST)
+             for name in "abc"]
+    async with nodes[0]:
+        async with nodes[1]:
+            async with nodes[2]:
+                check_round(await join_all(nodes))
+                await nodes[0].close()
+                assert await nodes[2].wait_for_round_end() is RoundEnd.CLOSED
+            # c left; a and b are still in the closed round: the run stays.
+            assert [run.run_id for run in await lister.list_runs()] == ["cleanup"]
+            assert (await read_status(lister)).closed
+        assert [run.run_id for run in await lister.list_runs()] == ["cleanup"]
+    # a was the last to leave: nothing of the run is left.
+    assert await lister.list_runs() == []
+    assert await lister.get_state() is None
+    if isinstance(lister, FileBackend):
+        assert not any(lister.path.parent.iterdir())
+
+
+async def test_a_node_coming_back_to_a_deleted_run_starts_a_new_one(
+    make_store_backend: MakeBackend,
+) -> None:
+    first = AsyncRendezvous(make_store_backend(), "a", 1, 1, delete_when_closed=True, **FAST)
+    async with first:
+        old = await first.next_rendezvous()
+        await first.close()
+    late = AsyncRendezvous(make_store_backend(), "late", 1, 1, **FAST)
+    async with late:
+        with anyio.fail_after(LIMIT):
+            new = await late.next_rendezvous()  # not RendezvousClosedError: the run is new
+    assert new.incarnation != old.incarnation
+
+
+async def test_without_delete_when_closed_the_run_stays_closed(
+    make_store_backend: MakeBackend,
+) -> None:
+    node = AsyncRendezvous(make_store_backend(), "a", 1, 1, **FAST)
+    async with node:
+        await node.next_rendezvous()
+        await node.close()
+    assert (await read_status(make_store_backend())).closed
+
+
+async def test_a_backend_that_cannot_delete_is_left_as_it_is(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The one-blob backend of these tests offers only the contract: no delete_run().
+    backend = WatchedBackend(MemoryBackend("undeletable", MemoryStore()), Changes(),
+                             one_blob=True)
+    caplog.set_level(logging.DEBUG, logger="arendezvous")
+    node = AsyncRendezvous(backend, "a", 1, 1, delete_when_closed=True, **FAST)
+    async with node:
+        await node.next_rendezvous()
+        await node.close()
+    assert (await read_status(backend)).closed
+    [record] = events(caplog, "delete_unsupported")
+    assert record.levelno == logging.DEBUG
+    assert "WatchedBackend cannot delete runs" in record.getMessage()
+    with pytest.raises(TypeError, match="delete_when_closed"):
+        AsyncRendezvous(backend, "a", 1, 1, delete_when_closed="yes")  # type: ignore[arg-type]
+
+
+class DeleteFails(BackendWrapper):
+    async def delete_run(self) -> bool:
+        raise RendezvousConnectionError("the store went away (simulated)")
+
+
+async def test_a_failed_deletion_is_a_warning_and_the_node_still_leaves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="arendezvous")
+    backend = DeleteFails(MemoryBackend("kept", MemoryStore()))
+    node = AsyncRendezvous(backend, "a", 1, 1, delete_when_closed=True, **FAST)
+    await node.next_rendezvous()
+    await node.close()
+    await node.leave()  # does not raise: deleting is the leaving node's best effort
+    [record] = events(caplog, "delete_failed")
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        "node 'a' could not delete the closed run (RendezvousConnectionError: the store went "
+        "away (simulated)); arendezvous delete removes it")
+    status = await read_status(backend)
+    assert status.closed
+    assert status.participants[0].heartbeat_age is None  # its record is gone: it left
+
+
+def test_sync_rendezvous_passes_delete_when_closed_on(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path, "sync", durable=False)
+    with SyncRendezvous(backend, "a", 1, 1, delete_when_closed=True, **FAST) as node:
+        node.next_rendezvous()
+        node.close()
+    assert not any(tmp_path.iterdir())
+
+
+# -- what the logs say -----------------------------------------------------------------------------
+
+
+def events(caplog: pytest.LogCaptureFixture, *names: str) -> list[logging.LogRecord]:
+    """The records of arendezvous's loggers whose event is one of *names* (any: none given)."""
+    return [record for record in caplog.records
+            if record.name.startswith("arendezvous")
+            and (not names or vars(record).get("event") in names)]
+
+
+async def test_info_logs_rounds_closing_and_deleting(
+    make_store_backend: MakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="arendezvous")
+    nodes = [AsyncRendezvous(make_store_backend(), name, 2, 2, delete_when_closed=True, **FAST)
+             for name in "ab"]
+    async with nodes[0], nodes[1]:
+        infos = await join_all(nodes)
+        await nodes[1].close()
+    formed = events(caplog, "round_formed")
+    assert sorted((vars(r)["node"], vars(r)["rank"], vars(r)["world_size"], vars(r)["round"])
+                  for r in formed) == [("a", 0, 2, infos[0].round), ("b", 1, 2, infos[0].round)]
+    assert all(vars(r)["run_id"] == "cleanup" and vars(r)["round_id"] == infos[0].round_id
+               for r in formed)
+    assert formed[0].getMessage().endswith(f"of world size 2 in round {infos[0].round}")
+    [closed] = events(caplog, "run_closed")
+    assert closed.getMessage() == "node 'b' closed the run"
+    [deleted] = events(caplog, "run_deleted")
+    assert vars(deleted)["node"] in ("a", "b")
+    # Nothing else at INFO or above: a quiet run is quiet.
+    assert {vars(record)["event"] for record in events(caplog)} == {
+        "round_formed", "run_closed", "run_deleted"}
+
+
+async def test_an_eviction_is_logged_with_its_reason(
+    make_backend: MakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="arendezvous")
+    a, b, dead = (AsyncRendezvous(make_backend(), name, 3, 3, **FAST)
+                  for name in ("a", "b", "dead"))
+    async with a, b:
+        await join_all([a, b, dead])  # "dead" never enters: nothing refreshes its record
+        with anyio.fail_after(LIMIT):
+            assert await a.wait_for_round_end() is RoundEnd.RESTARTED
+    [evicted] = events(caplog, "node_evicted")
+    assert vars(evicted)["evicted"] == "dead"
+    assert vars(evicted)["silence"] >= FAST["heartbeat_timeout"]
+    assert "its record was silent for" in evicted.getMessage()
+    [ended] = events(caplog, "round_ended")
+    assert vars(ended)["reason"] == "participant 'dead' is gone"
+    assert ended.getMessage() == (f"node {vars(evicted)['node']!r} ended round "
+                                  f"{vars(evicted)['round']} (participant 'dead' is gone); "
+                                  f"round {vars(evicted)['round'] + 1} opens")
+
+
+async def test_debug_logs_joins_lost_writes_and_waits(
+    make_backend: MakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="arendezvous")
+    nodes = [AsyncRendezvous(make_backend(), name, 2, 2, last_call=0.05, **FAST)
+             for name in "ab"]
+    await join_all(nodes)
+    assert {vars(r)["node"] for r in events(caplog, "join_started")} == {"a", "b"}
+    assert {vars(r)["node"] for r in events(caplog, "group_joined")} == {"a", "b"}
+    assert events(caplog, "waiting")  # the first to join waited for the second
+    # A write that loses its compare-and-swap: the record changed after this node read it.
+    node = nodes[0]
+    stale = await node._read()
+    assert await close_run(make_backend())
+    assert stale.record is not None
+    caplog.clear()
+    _, written = await node._write(stale, stale.record.with_waiting(True))
+    assert not written
+    [lost] = events(caplog, "cas_lost")
+    assert lost.levelno == logging.DEBUG
+    assert vars(lost)["node"] == "a"
+    assert lost.getMessage() == "node 'a' lost a write of the round record to another node's"
+    assert lost.filename == "_handler.py"
+    assert lost.funcName == "_write"  # the record points at the line that logged it
+
+
+class Unreachable(WatchedBackend):
+    """A handle whose every call fails while the store is 'down', as in a network outage."""
+
+    def __init__(self, backend: AsyncRendezvousBackend) -> None:
+        assert isinstance(backend, WatchedBackend)
+        super().__init__(backend.inner, backend.changes, one_blob=backend.member_table() is None)
+        self.down = False
+        #: Calls refused during the outage.
+        self.refused = 0
+        if self._table is not None:
+            self._table = UnreachableTable(self._table, self)
+
+    def check(self) -> None:
+        if self.down:
+            self.refused += 1
+            self.changes.changed()
+            raise RendezvousConnectionError("connection refused (a simulated outage)")
+
+    async def get_state(self) -> tuple[bytes, Token] | None:
+        self.check()
+        return await super().get_state()
+
+    async def set_state(
+        self, state: bytes, token: Token | None = None
+    ) -> tuple[bytes, Token, bool]:
+        self.check()
+        return await super().set_state(state, token)
+
+    async def wait_for_change(
+        self, token: Token | None, *, timeout: float | None = None
+    ) -> tuple[bytes, Token] | None:
+        self.check()
+        return await super().wait_for_change(token, timeout=timeout)
+
+
+class UnreachableTable(WatchedTable):
+    def __init__(self, table: WatchedTable, handle: Unreachable) -> None:
+        super().__init__(table.inner, table.changes)
+        self._handle = handle
+
+    async def get(self, node: str) -> Member | None:
+        self._handle.check()
+        return await super().get(node)
+
+    async def members(self, group: str) -> list[Member]:
+        self._handle.check()
+        return await super().members(group)
+
+    async def touch(self, node: str, version: Token) -> Member | None:
+        self._handle.check()
+        return await super().touch(node, version)
+
+    async def delete(self, node: str, version: Token) -> bool:
+        self._handle.check()
+        return await super().delete(node, version)
+
+    async def wait_for_change(
+        self, node: str, version: Token | None, *, timeout: float | None = None
+    ) -> bool:
+        self._handle.check()
+        return await super().wait_for_change(node, version, timeout=timeout)
+
+
+async def test_a_store_outage_logs_one_warning_and_one_recovery(
+    make_backend: MakeBackend, observer: Observer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="arendezvous")
+    cut_off = Unreachable(make_backend())
+    # Evictions take far longer than the outage: this test is about the log, not about them.
+    settings = {**FAST, "heartbeat_timeout": 60.0}
+    a = AsyncRendezvous(cut_off, "a", 2, 2, **settings)
+    b = AsyncRendezvous(make_backend(), "b", 2, 2, **settings)
+    async with a, b:
+        await join_all([a, b])
+        beats = _beats(cut_off)
+        cut_off.down = True
+        # Several heartbeats (and the watch's reads) fail...
+        await observer.until(lambda _: cut_off.refused >= 8)
+        cut_off.down = False
+        # ...then the store answers again: a's heartbeat gets through, and the log says so.
+        await observer.until(lambda _: _beats(cut_off) > beats and bool(
+            events(caplog, "store_reachable")))
+    warnings = [record for record in events(caplog) if record.levelno >= logging.WARNING]
+    assert [vars(record)["event"] for record in warnings] == [
+        "store_unreachable", "store_reachable"]
+    assert all(vars(record)["node"] == "a" for record in warnings)
+    assert "simulated outage" in warnings[0].getMessage()
+    assert vars(warnings[1])["outage"] > 0
+    # Every failure after the first is logged, at DEBUG only.
+    assert len(events(caplog, "store_still_unreachable")) >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -11,7 +12,8 @@ import pytest
 from arendezvous import FileBackend, MemoryBackend, MemoryStore, SyncBackend
 from arendezvous.rendezvous import RendezvousInfo, RoundEnd, SyncRendezvous
 
-FAST = {"heartbeat": 0.05, "heartbeat_timeout": 0.25, "join_timeout": 20.0}
+# Any: the rendezvous also takes keywords that are not seconds (delete_when_closed).
+FAST: dict[str, Any] = {"heartbeat": 0.05, "heartbeat_timeout": 0.25, "join_timeout": 20.0}
 
 
 def _loop_threads() -> int:

@@ -8,6 +8,16 @@ new one, never a mix, and a writer killed at any point leaves one of the two.
 The whole locked section runs in one worker-thread hop (``anyio.to_thread.run_sync``); measured in
 ``benchmarks/bench_backends.py`` against the same section built from per-call async file I/O, one
 hop is several times faster and runs on trio as well as asyncio.
+
+The run lifecycle: a run is its files, ``<run>.rdzv`` (state), ``<run>.members`` (member records)
+and ``<run>.lock``. :meth:`FileBackend.delete_run` removes all three under the run's lock, so a
+concurrent writer either finishes first or starts afresh after; a writer that had opened the
+lock file before it was removed notices, once it holds the lock, that the file it locked is no
+longer the one at the path, and locks the new one (two writers never hold two different lock
+files of one run). :meth:`FileBackend.list_runs` lists the runs of the directory; with
+``expire_after``, a run whose files nobody modified for that long (by their modification times
+and this machine's clock) is removed by ``list_runs()``, by a read that finds it, and by a write,
+which then starts the run afresh.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import base64
 import binascii
 import fcntl
 import json
+import logging
 import os
 import threading
 import time
@@ -31,6 +42,7 @@ from .._backend import (
     DEFAULT_MAX_STATE_SIZE,
     AsyncRendezvousBackend,
     RunHandle,
+    RunInfo,
     Token,
     check_run_id,
     check_state,
@@ -47,17 +59,250 @@ from .._members import (
 )
 from .._notify import ChangeNotifier
 from . import _fileformat
-from ._names import run_name
+from ._lifecycle import check_expire_after, log_run_deleted, log_run_expired
+from ._names import decode_run_name, is_hashed_name, run_name
 
 __all__ = ("DEFAULT_POLL_INTERVAL", "FileBackend", "FileMemberTable", "from_url")
 
 _T = TypeVar("_T")
 
+logger = logging.getLogger("arendezvous.backends.file")
+
 DEFAULT_POLL_INTERVAL = 0.05
 """Seconds between re-reads of the file while waiting for another process's write."""
 
+_STATE, _MEMBERS, _LOCK = "rdzv", "members", "lock"
+
 # Handles in this process wake each other at once; other processes are seen by polling.
 _local_changes = ChangeNotifier()
+
+
+def _run_id_of(directory: Path, stem: str) -> str | None:
+    """The run id whose files are named *stem*, or ``None`` if the name does not say.
+
+    A stem that keeps the whole run id decodes back to it. A hashed one (a long run id) cannot:
+    its lock file holds the run id (written when the file was created, see
+    :meth:`_RunFiles.create_lock_file`). Either way the answer is checked to map back to *stem*.
+    """
+    if is_hashed_name(stem):
+        try:
+            named = (directory / f"{stem}.{_LOCK}").read_bytes().decode()
+        except (OSError, UnicodeDecodeError):
+            named = ""
+        if named and run_name(named) == stem:
+            return named
+    return decode_run_name(stem)
+
+
+def _read_file(path: Path) -> tuple[bytes, float] | None:
+    """The bytes of *path* and its modification time, or ``None`` if there is no such file."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(), os.fstat(file.fileno()).st_mtime
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RendezvousConnectionError(f"cannot read {path}: {exc}") from exc
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """*path*'s status, or ``None`` if there is no such file."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RendezvousConnectionError(f"cannot read {path}: {exc}") from exc
+
+
+def _fsync_directory(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _replace(directory: Path, path: Path, data: bytes, *, durable: bool) -> None:
+    """Write *data* to a temporary file and rename it over *path* (``fsync``-ing both the file
+    and the directory when *durable*)."""
+    tmp_path = directory / f".{path.name}.{os.urandom(8).hex()}.tmp"
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    if durable:
+        _fsync_directory(directory)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file *fd* is the file at *path* now."""
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (opened.st_dev, opened.st_ino) == (at_path.st_dev, at_path.st_ino)
+
+
+class _RunFiles:
+    """One run's files in a directory -- state, member records, lock -- and the run's lock.
+
+    :param run_id: written into a lock file this creates, so that :func:`_run_id_of` can name
+        a run whose stem is hashed; ``None`` when not known (a run found by listing).
+    """
+
+    def __init__(self, directory: Path, stem: str, run_id: str | None) -> None:
+        self.directory = directory
+        self.stem = stem
+        self.state = directory / f"{stem}.{_STATE}"
+        self.members = directory / f"{stem}.{_MEMBERS}"
+        self.lock = directory / f"{stem}.{_LOCK}"
+        self._run_id = run_id
+        # flock excludes other open files, not other threads sharing ours: the thread lock does.
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        self._fd_pid = 0
+
+    @property
+    def name(self) -> str:
+        """The run id if known, else the stem (for messages)."""
+        return self.stem if self._run_id is None else self._run_id
+
+    def locked(self, section: Callable[[], _T]) -> _T:
+        """Run *section* holding the thread lock and the run's ``flock``."""
+        with self._thread_lock:
+            try:
+                fd = self._acquire()
+            except OSError as exc:
+                raise RendezvousConnectionError(f"cannot lock {self.lock}: {exc}") from exc
+            try:
+                return section()
+            finally:
+                if self._fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                # else remove() deleted the lock file and closed it, which released the lock
+
+    def _acquire(self) -> int:
+        pid = os.getpid()
+        if self._fd is not None and self._fd_pid != pid:
+            # Inherited across fork(): the lock would be shared with the parent. Start afresh.
+            self._fd = None
+        while True:
+            if self._fd is None:
+                self._fd, self._fd_pid = self._open(), pid
+            fd = self._fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _same_file(fd, self.lock):
+                    return fd
+            except BaseException:
+                self._fd = None
+                os.close(fd)
+                raise
+            # The file was removed (delete_run, expiry) while this waited for it: nobody else
+            # will ever lock that one. Lock the file at the path now.
+            self._fd = None
+            os.close(fd)
+
+    def _open(self) -> int:
+        while True:
+            try:
+                return os.open(self.lock, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                self.create_lock_file()
+
+    def create_lock_file(self) -> None:
+        """Create the lock file (mode 0600, in a directory created 0700) holding the run id,
+        complete from its first instant: a temporary file, written, then hard-linked to the
+        name, which fails if another process created it first. (Where the file system has no
+        hard links, an empty file: listing then names the run from its file name alone.)"""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        content = b"" if self._run_id is None else self._run_id.encode()
+        tmp_path = self.directory / f".{self.lock.name}.{os.urandom(8).hex()}.tmp"
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                os.write(fd, content)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp_path, self.lock)
+            except FileExistsError:
+                pass
+            except OSError:
+                os.close(os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        finally:
+            tmp_path.unlink(missing_ok=True)
+
+    def newest(self) -> tuple[float | None, bool]:
+        """The newest modification time of the run's files (``None``: it has none), and whether
+        it holds state or member records."""
+        newest: float | None = None
+        held = False
+        for path in (self.state, self.members, self.lock):
+            stat = _stat(path)
+            if stat is not None:
+                newest = stat.st_mtime if newest is None else max(newest, stat.st_mtime)
+                held = held or path != self.lock
+        return newest, held
+
+    def remove(self, *, keep_lock: bool, durable: bool) -> bool:
+        """Under the lock: delete the state and member files, and the lock file unless
+        *keep_lock* (a writer about to create the run afresh keeps it); return whether there was
+        state or a member record."""
+        held = False
+        try:
+            for path in (self.state, self.members):
+                try:
+                    path.unlink()
+                    held = True
+                except FileNotFoundError:
+                    pass
+            if not keep_lock:
+                self.lock.unlink(missing_ok=True)
+                if self._fd is not None:
+                    # Closing releases the lock: a process waiting for it finds the file gone
+                    # and locks the next one (see _acquire).
+                    os.close(self._fd)
+                    self._fd = None
+            if durable:
+                _fsync_directory(self.directory)
+        except OSError as exc:
+            raise RendezvousConnectionError(f"cannot delete run {self.name!r}: {exc}") from exc
+        _local_changes.notify(self.state)
+        return held
+
+    def expire(self, expire_after: float, *, keep_lock: bool, durable: bool) -> bool:
+        """Under the lock: remove the run if none of its files was modified for *expire_after*
+        seconds (by this machine's clock); return whether it was removed."""
+        newest, held = self.newest()
+        if newest is None:
+            return False
+        idle = time.time() - newest
+        if idle <= expire_after:
+            return False
+        if held or not keep_lock:
+            self.remove(keep_lock=keep_lock, durable=durable)
+        if held:
+            log_run_expired(logger, self.name, idle, expire_after)
+        return held
+
+    def close(self) -> None:
+        with self._thread_lock:
+            if self._fd is not None and self._fd_pid == os.getpid():
+                os.close(self._fd)
+            self._fd = None
 
 
 def _same_token(current: str, token: Token | None) -> bool:
@@ -73,6 +318,13 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
         ``set_state`` survives a machine crash. ``False`` still survives a crash of any process.
     :param poll_interval: how often ``wait_for_change`` re-reads the file to see writes made by
         other processes; writes by handles in this process wake it at once.
+    :param expire_after: seconds after which this handle treats a run whose files nobody
+        modified (state or member records written) as gone and removes it; ``None`` (the
+        default): never. Judged by the files' modification times against this machine's clock
+        (``time.time()``: a clock set forward expires runs early), and enforced by this handle's
+        ``list_runs()``, by its reads of an expired run and by its writes, never in the
+        background. A handle without it removes nothing, so give every handle on a directory the
+        same ``expire_after`` (the URL option does).
 
     Runs on asyncio and trio. Cancelling a call lets its worker thread finish the locked section,
     so a write is applied entirely or not at all; the cancellation is delivered after it.
@@ -86,25 +338,21 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
         durable: bool = True,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         max_state_size: int = DEFAULT_MAX_STATE_SIZE,
+        expire_after: float | None = None,
     ) -> None:
         self._run_id = check_run_id(run_id)
         if poll_interval <= 0:
             raise ValueError("poll_interval must be positive")
         self._directory = Path(directory).absolute()
-        stem = run_name(run_id)
-        self._path = self._directory / f"{stem}.rdzv"
-        self._members_path = self._directory / f"{stem}.members"
-        self._lock_path = self._directory / f"{stem}.lock"
+        self._files = _RunFiles(self._directory, run_name(run_id), run_id)
+        self._path = self._files.state
         self._durable = durable
         self._poll_interval = poll_interval
         if type(max_state_size) is not int or max_state_size < 0:
             raise ValueError("max_state_size must be a non-negative int")
         self._max_state_size = max_state_size
+        self._expire_after = check_expire_after(expire_after)
         self._closed = False
-        # flock excludes other open files, not other threads sharing ours: the thread lock does.
-        self._thread_lock = threading.Lock()
-        self._lock_fd: int | None = None
-        self._fd_pid = 0
 
     @property
     def name(self) -> str:
@@ -115,95 +363,140 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
         """The file holding the run's state."""
         return self._path
 
+    @property
+    def expire_after(self) -> float | None:
+        """Seconds without a write after which this handle removes a run, or ``None``."""
+        return self._expire_after
+
     def __repr__(self) -> str:
         return f"FileBackend({str(self._directory)!r}, run_id={self._run_id!r})"
 
     # -- blocking halves, each run whole in one worker thread ------------------------------------
 
+    def _expired_sync(self, seen: float | None) -> bool:
+        """For a reader that found the run's file modified at *seen* (``None``: no file): whether
+        the run has expired, in which case it was removed (under the run's lock, after looking
+        again). Costs nothing more than a comparison while the file is fresh."""
+        expire_after = self._expire_after
+        if expire_after is None:
+            return False
+        cutoff = time.time() - expire_after
+        if seen is not None and seen >= cutoff:
+            return False
+        newest, held = self._files.newest()
+        if not held or newest is None or newest >= cutoff:
+            return False
+        return self._files.locked(
+            lambda: self._files.expire(expire_after, keep_lock=False, durable=self._durable)
+        )
+
+    def _expire_for_write(self, seen: float | None) -> bool:
+        """Under the lock, before a write: remove the run if it expired (keeping the lock file,
+        which this writer holds); return whether it did."""
+        expire_after = self._expire_after
+        if expire_after is None or (seen is not None and time.time() - seen <= expire_after):
+            return False
+        return self._files.expire(expire_after, keep_lock=True, durable=self._durable)
+
     def _read_sync(self) -> tuple[bytes, str] | None:
-        try:
-            with open(self._path, "rb") as file:
-                data = file.read()
-        except FileNotFoundError:
+        found = _read_file(self._path)
+        if self._expired_sync(None if found is None else found[1]) or found is None:
             return None
-        except OSError as exc:
-            raise RendezvousConnectionError(f"cannot read {self._path}: {exc}") from exc
-        incarnation, counter, state = _fileformat.decode(data)
+        incarnation, counter, state = _fileformat.decode(found[0])
         return state, _fileformat.format_token(incarnation, counter)
-
-    def _open_lock_sync(self) -> int:
-        pid = os.getpid()
-        if self._lock_fd is not None and self._fd_pid != pid:
-            # Inherited across fork(): the lock would be shared with the parent. Start afresh.
-            self._lock_fd = None
-        if self._lock_fd is None:
-            self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._fd_pid = pid
-        return self._lock_fd
-
-    def _write_sync(self, path: Path, data: bytes, *, durable: bool) -> None:
-        tmp_path = self._directory / f".{path.name}.{os.urandom(8).hex()}.tmp"
-        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp_path, path)
-        except BaseException:
-            tmp_path.unlink(missing_ok=True)
-            raise
-        if durable:
-            dir_fd = os.open(self._directory, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
 
     def _locked(self, section: Callable[[], _T]) -> _T:
         """Run *section* holding this handle's thread lock and the run's ``flock``."""
-        with self._thread_lock:
-            try:
-                lock_fd = self._open_lock_sync()
-                fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            except OSError as exc:
-                raise RendezvousConnectionError(f"cannot lock {self._lock_path}: {exc}") from exc
-            try:
-                return section()
-            finally:
-                fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        return self._files.locked(section)
 
     def _compare_and_set_sync(self, state: bytes, token: Token | None) -> tuple[bytes, Token, bool]:
         def section() -> tuple[bytes, Token, bool]:
-            current = self._read_sync()
-            if current is None:
+            found = _read_file(self._path)
+            if self._expire_for_write(None if found is None else found[1]):
+                found = None
+            if found is None:
                 if token is not None:
                     return b"", None, False
                 incarnation, counter = os.urandom(16), 1
             else:
-                if not _same_token(current[1], token):
-                    return current[0], current[1], False
-                incarnation_hex, _, counter_text = current[1].partition("-")
-                incarnation, counter = bytes.fromhex(incarnation_hex), int(counter_text) + 1
+                incarnation, counter, current = _fileformat.decode(found[0])
+                current_token = _fileformat.format_token(incarnation, counter)
+                if not _same_token(current_token, token):
+                    return current, current_token, False
+                counter += 1
             data = _fileformat.encode(incarnation, counter, state)
             try:
-                self._write_sync(self._path, data, durable=self._durable)
+                _replace(self._directory, self._path, data, durable=self._durable)
             except OSError as exc:
                 raise RendezvousConnectionError(f"cannot write {self._path}: {exc}") from exc
             return state, _fileformat.format_token(incarnation, counter), True
 
         return self._locked(section)
 
+    def _delete_sync(self) -> bool:
+        held = self._locked(lambda: self._files.remove(keep_lock=False, durable=self._durable))
+        if held:
+            log_run_deleted(logger, self._run_id)
+        return held
+
+    def _list_sync(self) -> list[RunInfo]:
+        try:
+            entries = list(os.scandir(self._directory))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise RendezvousConnectionError(f"cannot list {self._directory}: {exc}") from exc
+        found: dict[str, dict[str, os.stat_result]] = {}
+        for entry in entries:
+            stem, dot, kind = entry.name.rpartition(".")
+            # Names starting with "." are writes in progress (no stem starts with one).
+            if not dot or entry.name.startswith(".") or kind not in (_STATE, _MEMBERS, _LOCK):
+                continue
+            stat = _stat(Path(entry.path))
+            if stat is not None:
+                found.setdefault(stem, {})[kind] = stat
+        now = time.time()
+        runs: list[RunInfo] = []
+        for stem, files in found.items():
+            newest = max(stat.st_mtime for stat in files.values())
+            if self._expire_after is not None and now - newest > self._expire_after:
+                files = self._expire_listed(stem)
+                if not files:
+                    continue
+                newest = max(stat.st_mtime for stat in files.values())
+            if _STATE not in files and _MEMBERS not in files:
+                continue  # a lock file alone (a write that created nothing): no run
+            run_id = _run_id_of(self._directory, stem)
+            if run_id is None:
+                logger.debug("%s: files that name no run id, not listed", stem)
+                continue
+            state = files.get(_STATE)
+            runs.append(RunInfo(
+                run_id,
+                None if state is None else max(0, state.st_size - _fileformat.HEADER_SIZE),
+                max(0.0, now - newest),
+                _count_members(self._directory / f"{stem}.{_MEMBERS}"),
+            ))
+        return runs
+
+    def _expire_listed(self, stem: str) -> dict[str, os.stat_result]:
+        """Remove the run *stem*, found idle by a listing, if it still is once its lock is held;
+        return what is left of its files (written meanwhile: all of them)."""
+        expire_after = self._expire_after
+        assert expire_after is not None
+        files = self._files if stem == self._files.stem else _RunFiles(
+            self._directory, stem, _run_id_of(self._directory, stem))
+        try:
+            files.locked(lambda: files.expire(expire_after, keep_lock=False, durable=self._durable))
+        finally:
+            if files is not self._files:
+                files.close()
+        left = {kind: _stat(path) for kind, path in
+                ((_STATE, files.state), (_MEMBERS, files.members), (_LOCK, files.lock))}
+        return {kind: stat for kind, stat in left.items() if stat is not None}
+
     def _close_sync(self) -> None:
-        with self._thread_lock:
-            if self._lock_fd is not None and self._fd_pid == os.getpid():
-                os.close(self._lock_fd)
-            self._lock_fd = None
+        self._files.close()
 
     # -- the contract ----------------------------------------------------------------------------
 
@@ -249,6 +542,22 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
             self._closed = True
             await anyio.to_thread.run_sync(self._close_sync)
 
+    async def delete_run(self) -> bool:
+        """Remove the run's files -- state, member records, lock file -- under the run's lock,
+        so that a concurrent writer of the run either finished before or starts it afresh after
+        (a new random incarnation: no old token or member version matches it). Waiters in this
+        process are woken and re-read. Cancelling it lets the deletion finish."""
+        self._check_open()
+        return await anyio.to_thread.run_sync(self._delete_sync)
+
+    async def list_runs(self) -> list[RunInfo]:
+        """Every run of the directory: its run id (decoded from the file names), its state's
+        size, its age (since its files were last modified, by this machine's clock) and its
+        number of member records (``None`` if its member file cannot be decoded). With
+        ``expire_after``, expired runs are removed, not listed."""
+        self._check_open()
+        return await anyio.to_thread.run_sync(self._list_sync)
+
     def member_table(self) -> FileMemberTable:
         """The run's member records, in ``<directory>/<run_id>.members`` (ages by this machine's
         monotonic clock, which every process on it shares)."""
@@ -265,6 +574,43 @@ def _boot_id() -> str:
 
 
 _BOOT_ID = _boot_id()
+
+
+def _decode_members(
+    path: Path, found: tuple[bytes, float] | None
+) -> tuple[bytes, int, dict[str, list[Any]]]:
+    """``(incarnation, next number, records)`` of the member file *path* whose bytes were
+    *found*; a new, empty table (a new random incarnation) if there was no file.
+
+    :raises RendezvousStateError: the file is not a valid member file.
+    """
+    if found is None:
+        return os.urandom(16), 1, {}
+    incarnation, next_number, payload = _fileformat.decode(found[0])
+    try:
+        records = json.loads(payload)
+        if type(records) is not dict:
+            raise ValueError("not an object")
+        for node, fields in records.items():
+            check_node(node)
+            group, value, version, seq, boot, written_at = fields
+            check_group(group)
+            base64.b64decode(value, validate=True)
+            if not (type(version) is int and type(seq) is int and type(boot) is str
+                    and type(written_at) is float):
+                raise ValueError("a field has the wrong type")
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise RendezvousStateError(f"member file {path} is malformed: {exc}") from exc
+    return incarnation, next_number, records
+
+
+def _count_members(path: Path) -> int | None:
+    """How many records the member file *path* holds (0 without one); ``None`` if it cannot be
+    read or decoded (listing reports what it can rather than fail on one damaged run)."""
+    try:
+        return len(_decode_members(path, _read_file(path))[2])
+    except (RendezvousStateError, RendezvousConnectionError):
+        return None
 
 
 class FileMemberTable(MemberTable):
@@ -285,7 +631,7 @@ class FileMemberTable(MemberTable):
 
     def __init__(self, backend: FileBackend) -> None:
         self._backend = backend
-        self._path = backend._members_path
+        self._path = backend._files.members
 
     def __repr__(self) -> str:
         return f"FileMemberTable({str(self._path)!r})"
@@ -293,30 +639,11 @@ class FileMemberTable(MemberTable):
     # -- the file, in worker threads -------------------------------------------------------------
 
     def _load(self) -> tuple[bytes, int, dict[str, list[Any]]]:
-        """``(incarnation, next number, records)``; a new, empty table if there is no file."""
-        try:
-            with open(self._path, "rb") as file:
-                data = file.read()
-        except FileNotFoundError:
-            return os.urandom(16), 1, {}
-        except OSError as exc:
-            raise RendezvousConnectionError(f"cannot read {self._path}: {exc}") from exc
-        incarnation, next_number, payload = _fileformat.decode(data)
-        try:
-            records = json.loads(payload)
-            if type(records) is not dict:
-                raise ValueError("not an object")
-            for node, fields in records.items():
-                check_node(node)
-                group, value, version, seq, boot, written_at = fields
-                check_group(group)
-                base64.b64decode(value, validate=True)
-                if not (type(version) is int and type(seq) is int and type(boot) is str
-                        and type(written_at) is float):
-                    raise ValueError("a field has the wrong type")
-        except (ValueError, TypeError, binascii.Error) as exc:
-            raise RendezvousStateError(f"member file {self._path} is malformed: {exc}") from exc
-        return incarnation, next_number, records
+        """For readers: the records, or an empty table if the run has expired (and was removed)."""
+        found = _read_file(self._path)
+        if self._backend._expired_sync(None if found is None else found[1]):
+            found = None
+        return _decode_members(self._path, found)
 
     def _member(self, incarnation: bytes, node: str, fields: list[Any], now: float) -> Member:
         group, value, version, seq, boot, written_at = fields
@@ -345,13 +672,16 @@ class FileMemberTable(MemberTable):
         backend = self._backend
 
         def section() -> _T:
-            incarnation, next_number, records = self._load()
+            found = _read_file(self._path)
+            if backend._expire_for_write(None if found is None else found[1]):
+                found = None
+            incarnation, next_number, records = _decode_members(self._path, found)
             write, result = change(incarnation, next_number, records)
             if write:
                 payload = json.dumps(records, separators=(",", ":")).encode()
                 data = _fileformat.encode(incarnation, next_number + 1, payload)
                 try:
-                    backend._write_sync(self._path, data, durable=False)
+                    _replace(backend._directory, self._path, data, durable=False)
                 except OSError as exc:
                     raise RendezvousConnectionError(f"cannot write {self._path}: {exc}") from exc
             return result
@@ -434,7 +764,8 @@ class FileMemberTable(MemberTable):
 
 
 def from_url(url: str, *, run_id: str) -> FileBackend:
-    """Open ``file:///absolute/dir``; options ``durable``, ``poll_interval``, ``max_state_size``."""
+    """Open ``file:///absolute/dir``; options ``durable``, ``poll_interval``, ``max_state_size``,
+    ``expire_after`` (seconds)."""
     from ._url import parse_bool, parse_options, parse_seconds
 
     parsed = urllib.parse.urlsplit(url)
@@ -445,6 +776,7 @@ def from_url(url: str, *, run_id: str) -> FileBackend:
         raise ValueError("file:// URLs need an absolute directory, e.g. file:///var/run/rdzv")
     options = parse_options(
         parsed,
-        {"durable": parse_bool, "poll_interval": parse_seconds, "max_state_size": int},
+        {"durable": parse_bool, "poll_interval": parse_seconds, "max_state_size": int,
+         "expire_after": parse_seconds},
     )
     return FileBackend(directory, run_id, **options)

@@ -2,8 +2,9 @@
 
 Each command lives in its own module of this package and registers itself on the parser:
 :mod:`~arendezvous.cli.demo` (nodes form rounds through the async rendezvous),
-:mod:`~arendezvous.cli.inspect` (a run's rendezvous, decoded, once or as it changes),
-:mod:`~arendezvous.cli.close` (close a run from outside) and :mod:`~arendezvous.cli.check`
+:mod:`~arendezvous.cli.runs` (the runs a store holds), :mod:`~arendezvous.cli.inspect` (a run's
+rendezvous, decoded, once or as it changes), :mod:`~arendezvous.cli.close` (close a run from
+outside), :mod:`~arendezvous.cli.delete` (delete a closed run) and :mod:`~arendezvous.cli.check`
 (race clients against a store under faults and check the history is linearizable).
 """
 
@@ -16,13 +17,16 @@ from collections.abc import Sequence
 from .._errors import RendezvousError
 from .check import add_check_command
 from .close import add_close_command
+from .delete import add_delete_command
 from .demo import add_demo_command
 from .inspect import add_inspect_command
+from .runs import add_runs_command
 
 __all__ = ("build_parser", "main")
 
 _DESCRIPTION = (
-    "Async rendezvous backends: the demo, inspecting and closing runs, and a fault checker."
+    "Async rendezvous backends: the demo, listing, inspecting, closing and deleting runs, and a "
+    "fault checker."
 )
 
 _EXPECTED = (RendezvousError, ValueError, ImportError)
@@ -35,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arendezvous", description=_DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     add_demo_command(commands)
+    add_runs_command(commands)
     add_inspect_command(commands)
     add_close_command(commands)
+    add_delete_command(commands)
     add_check_command(commands)
     return parser
 

@@ -68,6 +68,13 @@ table (third-party)           on the whole blob, so N simultaneous joins cost ab
                               attempts, and every heartbeat wakes every node (O(N²/h) reads)
 ============================  ================================================================
 
+Operating it: :func:`read_status`, :func:`follow_status` and :func:`close_run` see and close a
+run from outside; ``delete_when_closed=True`` makes the last node to leave a closed run delete it
+(``backend.delete_run()``). Every step is logged under ``arendezvous.rendezvous``, structured
+(each record has an ``event`` and its facts as attributes): rounds formed and ended, evictions,
+closing and deleting at INFO; one WARNING when a node's store becomes unreachable and one when it
+answers again; the steps of a join at DEBUG.
+
 Where it departs from PyTorch's handler, and why:
 
 * A complete round's membership never changes: losing a participant ends the round at once, and

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from itertools import count
 from types import TracebackType
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -29,14 +30,18 @@ from .._errors import (
     RendezvousError,
     RendezvousTimeoutError,
 )
+from .._log import log_event
 from .._members import Member, MemberTable, check_node
 from ._liveness import Liveness
 from ._record import RoundRecord, decode_record, encode_record
-from ._status import RunStatus, close_register, status_of
+from ._status import RunStatus, close_register, run_id_of, status_of
 
 __all__ = ("AsyncRendezvous", "Progress", "RendezvousInfo", "RoundEnd", "default_node_id")
 
 logger = logging.getLogger("arendezvous.rendezvous")
+"""Where the rendezvous logs (see :meth:`AsyncRendezvous._log`): INFO for what an operator
+follows (rounds formed and ended, evictions, the run closed or deleted), WARNING for what needs
+attention (an unreachable store, once per outage; a node evicted), DEBUG for the steps between."""
 
 _node_counter = count()
 
@@ -132,6 +137,13 @@ class _View:
 _EMPTY = _View(None, None)
 
 
+def _phase(record: RoundRecord, paused: bool) -> str:
+    """What a joining node waits for in *record*, in words (for the DEBUG log)."""
+    if not record.complete:
+        return "last call running" if record.last_call else "open"
+    return "waiting for room in the full round" if paused else "waiting for the next round"
+
+
 class AsyncRendezvous:
     """One node's handle on a run's rendezvous, over any backend (:mod:`arendezvous.rendezvous`).
 
@@ -164,6 +176,15 @@ class AsyncRendezvous:
     :param heartbeat: seconds between refreshes of this node's member record.
     :param heartbeat_timeout: a node whose record has not been refreshed for this long is
         evicted (default: three heartbeats, as PyTorch's ``keep_alive_max_attempt``).
+    :param delete_when_closed: once the run is closed, the last node to leave it deletes it
+        (``backend.delete_run()``: its state and every member record), so that a finished job
+        leaves nothing in the store. "Last" means no node is left in the closed round or waiting
+        for the next one when this node has removed its own record; two nodes leaving at once
+        may both try, which is harmless. The cost: the run is gone, closed flag included, so a
+        node that comes back later (a restarted process, a straggler that had not yet seen the
+        run closed) finds no run and starts a new one, whose rounds it then waits for instead
+        of being told the run is closed. A backend that cannot delete runs is left as it is
+        (logged at DEBUG). Default: ``False``, the run stays, closed.
 
     One handle serves one node; its methods may be called from several tasks of one event loop,
     but only one :meth:`next_rendezvous` at a time.
@@ -180,6 +201,7 @@ class AsyncRendezvous:
         join_timeout: float = 600.0,
         heartbeat: float = 5.0,
         heartbeat_timeout: float | None = None,
+        delete_when_closed: bool = False,
     ) -> None:
         if not isinstance(backend, AsyncRendezvousBackend):
             raise TypeError(
@@ -208,7 +230,11 @@ class AsyncRendezvous:
             raise ValueError("heartbeat must be at least 1 ms")
         if heartbeat_timeout <= heartbeat:
             raise ValueError("heartbeat_timeout must be longer than heartbeat")
+        if not isinstance(delete_when_closed, bool):
+            raise TypeError("delete_when_closed must be True or False")
         self._backend = backend
+        self._delete_when_closed = delete_when_closed
+        self._run_id = run_id_of(backend)
         table = backend.member_table()
         if table is None:
             self._register, self._table = emulate_member_table(backend)
@@ -278,6 +304,12 @@ class AsyncRendezvous:
         node's; replaced in tests to show that offsets between nodes change nothing."""
         return anyio.current_time()
 
+    def _log(self, level: int, event: str, sentence: str, **facts: Any) -> None:
+        """Log *event* under ``arendezvous.rendezvous`` with this node's id and run id as facts
+        (see :func:`arendezvous._log.log_event`)."""
+        log_event(logger, level, event, sentence, stacklevel=2, node=self._node,
+                  run_id=self._run_id, **facts)
+
     def _adopt(self, current: tuple[bytes, Token] | None) -> _View:
         view = _EMPTY if current is None else _View(decode_record(current[0]), current[1])
         if view.record is not None:
@@ -293,7 +325,8 @@ class AsyncRendezvous:
         state, token, written = await self._register.set_state(encode_record(new), view.token)
         if written:
             return self._adopt((state, token)), True
-        logger.debug("node %r lost a write of the round record to another node's", self._node)
+        self._log(logging.DEBUG, "cas_lost",
+                  "node %(node)r lost a write of the round record to another node's")
         return self._adopt(None if token is None else (state, token)), False
 
     async def _create(self) -> _View:
@@ -302,8 +335,9 @@ class AsyncRendezvous:
         view, _ = await self._write(_EMPTY, RoundRecord.new(self._highest_round + 1))
         return view
 
-    async def _end_round(self, view: _View, incarnation: str, round: int) -> _View:
-        """End round *round* of *incarnation* if the record still holds it complete."""
+    async def _end_round(self, view: _View, incarnation: str, round: int, reason: str) -> _View:
+        """End round *round* of *incarnation* if the record still holds it complete; *reason*
+        says why, for the log."""
         while True:
             record = view.record
             if (
@@ -315,11 +349,12 @@ class AsyncRendezvous:
                 return view
             view, written = await self._write(view, record.ended())
             if written:
-                logger.info("node %r ended round %d; round %d opens", self._node, round,
-                            round + 1)
+                self._log(logging.INFO, "round_ended",
+                          "node %(node)r ended round %(round)d (%(reason)s); round %(next)d opens",
+                          round=round, next=round + 1, reason=reason)
 
-    async def _end_round_of(self, info: RendezvousInfo) -> None:
-        await self._end_round(await self._read(), info.incarnation, info.round)
+    async def _end_round_of(self, info: RendezvousInfo, reason: str) -> None:
+        await self._end_round(await self._read(), info.incarnation, info.round, reason)
 
     # -- the node's member record ----------------------------------------------------------------
 
@@ -343,9 +378,12 @@ class AsyncRendezvous:
                     liveness.wrote(put.member)
                     self._positions[group] = put.group_size
                     self._sizes[group] = max(self._sizes.get(group, 0), put.group_size)
-                    logger.debug("node %r joined group %s as number %d", node, group,
-                                 put.group_size)
+                    self._log(logging.DEBUG, "group_joined",
+                              "node %(node)r joined group %(group)s as number %(position)d",
+                              group=group, position=put.group_size)
                     return self._sizes[group]
+                self._log(logging.DEBUG, "member_write_lost",
+                          "node %(node)r lost a write of its member record; it looks again")
                 member = put.member
                 if member is None or member.value == liveness.owner:
                     continue  # gone (retry a create), or our own write whose reply was lost
@@ -366,8 +404,7 @@ class AsyncRendezvous:
             while True:
                 silent = first_age + (self._clock() - started)
                 if silent > timeout:
-                    logger.info("node %r takes over a record silent for %.3g s", self._node,
-                                silent)
+                    self._log_takeover(silent)
                     return
                 # A live node with our settings refreshes within one heartbeat of its last write:
                 # look then, and again when the record would be past the timeout.
@@ -380,7 +417,7 @@ class AsyncRendezvous:
                     break
         else:
             if not await table.wait_for_change(self._node, other.version, timeout=timeout):
-                logger.info("node %r takes over a record silent for %.3g s", self._node, timeout)
+                self._log_takeover(timeout)
                 return
             seen = await table.get(self._node)
             if seen is None or seen.value == liveness.owner:
@@ -390,6 +427,11 @@ class AsyncRendezvous:
             f"its record was refreshed {self._clock() - started:.3g} s after this node found it; "
             "give every node a unique id (two processes started with the same id?)",
         )
+
+    def _log_takeover(self, silence: float) -> None:
+        self._log(logging.INFO, "record_taken_over",
+                  "node %(node)r takes over the record of its id, left by a process silent for "
+                  "%(silence).3g s", silence=silence)
 
     # -- the rendezvous --------------------------------------------------------------------------
 
@@ -438,10 +480,14 @@ class AsyncRendezvous:
         deadline = clock() + self._join_timeout
         paused = False  # parked in a full round: PyTorch does not time out redundant nodes
         self._liveness.watch(None)
+        self._log(logging.DEBUG, "join_started",
+                  "node %(node)r joins (min_nodes %(min_nodes)d, max_nodes %(max_nodes)d)",
+                  min_nodes=self._min_nodes, max_nodes=self._max_nodes)
         view = await self._read()
         record = view.record
         if record is not None and record.complete and self._holds(record):
-            view = await self._end_round(view, record.incarnation, record.round)
+            view = await self._end_round(view, record.incarnation, record.round,
+                                         "a participant asked for a new round")
         while True:
             if view.record is None:
                 view = await self._create()
@@ -450,10 +496,13 @@ class AsyncRendezvous:
             if record.closed:
                 raise RendezvousClosedError(f"the rendezvous run is closed (node {node!r})")
             if record.complete and self._holds(record):
-                logger.debug("node %r has rank %d of %d in round %d", node,
-                             record.rank_of(node), len(record.participants), record.round)
-                return RendezvousInfo(node, record.round, record.rank_of(node),
+                info = RendezvousInfo(node, record.round, record.rank_of(node),
                                       record.participants, record.incarnation)
+                self._log(logging.INFO, "round_formed",
+                          "node %(node)r is rank %(rank)d of world size %(world_size)d in round "
+                          "%(round)d", round=info.round, rank=info.rank,
+                          world_size=info.world_size, round_id=info.round_id)
+                return info
             if record.complete:
                 await self._enter(record.next_group)
                 full = len(record.participants) >= self._max_nodes
@@ -483,6 +532,10 @@ class AsyncRendezvous:
             beat = self._liveness.beat_due()
             if beat is not None:
                 wait = min(wait, beat - now)
+            self._log(logging.DEBUG, "waiting",
+                      "node %(node)r waits up to %(seconds).3g s for round %(round)d to change "
+                      "(%(phase)s)", seconds=max(wait, 0.0), round=record.round,
+                      phase=_phase(record, paused))
             changed = await self._register.wait_for_change(
                 view.token, timeout=None if wait == math.inf else max(wait, 0.0) + _SLACK
             )
@@ -533,8 +586,9 @@ class AsyncRendezvous:
             view, written = await self._write(view, record.with_last_call(True))
             if written:
                 self._last_call_seen = (record.group, self._clock())
-                logger.debug("node %r started the last call of round %d", self._node,
-                             record.round)
+                self._log(logging.DEBUG, "last_call_started",
+                          "node %(node)r started the last call of round %(round)d "
+                          "(%(seconds)g s)", round=record.round, seconds=self._last_call)
             return view
         return None
 
@@ -548,9 +602,11 @@ class AsyncRendezvous:
         for member in listed:
             if member.node != self._node and self._stale(member):
                 # Silent past the timeout by the store's clock: it will never complete a round.
-                await self._table.delete(member.node, member.version)
-                logger.info("node %r dropped joiner %r: silent for %.3g s", self._node,
-                            member.node, member.age)
+                if await self._table.delete(member.node, member.version):
+                    self._log(logging.INFO, "node_evicted",
+                              "node %(node)r evicted %(evicted)r from round %(round)d: its "
+                              "record was silent for %(silence).3g s while it joined",
+                              evicted=member.node, round=record.round, silence=member.age)
             else:
                 live.append(member)
         self._sizes[record.group] = len(live)
@@ -558,7 +614,10 @@ class AsyncRendezvous:
             chosen = tuple(member.node for member in live[: self._max_nodes])
             new_view, written = await self._write(view, record.completed(chosen))
             if written:
-                logger.info("round %d formed with world size %d", record.round, len(chosen))
+                self._log(logging.DEBUG, "round_completed",
+                          "node %(node)r completed round %(round)d with %(world_size)d of "
+                          "%(live)d live joiners", round=record.round, world_size=len(chosen),
+                          live=len(live))
             return new_view
         return None
 
@@ -569,10 +628,15 @@ class AsyncRendezvous:
         view = await self._read()
         while True:
             record = view.record
-            if record is None or record.closed:
+            if record is None:
+                return
+            if record.closed:
+                if self._delete_when_closed:
+                    await self._delete_if_last(record)
                 return
             if record.complete and self._node in record.participants and left == record.group:
-                await self._end_round(view, record.incarnation, record.round)
+                await self._end_round(view, record.incarnation, record.round,
+                                      "a participant left")
                 return
             if not record.complete and left == record.group:
                 # A node completing this round may have listed this node before it left; a write
@@ -593,13 +657,38 @@ class AsyncRendezvous:
                     continue
             return
 
+    async def _delete_if_last(self, record: RoundRecord) -> None:
+        """The run is closed and this node has left it: delete the run if nobody is left in it
+        (see ``delete_when_closed``)."""
+        table = self._table
+        if await table.count(record.group) or await table.count(record.next_group):
+            return  # the last of them deletes it
+        try:
+            deleted = await self._backend.delete_run()
+        except NotImplementedError:
+            self._log(logging.DEBUG, "delete_unsupported",
+                      "node %(node)r leaves the closed run in the store: %(backend)s cannot "
+                      "delete runs", backend=type(self._backend).__name__)
+            return
+        except RendezvousError as exc:
+            # Best effort: this node has left whatever happens, and the run stays closed.
+            self._log(logging.WARNING, "delete_failed",
+                      "node %(node)r could not delete the closed run (%(error_type)s: "
+                      "%(error)s); arendezvous delete removes it",
+                      error=str(exc), error_type=type(exc).__name__)
+            return
+        if deleted:
+            self._log(logging.INFO, "run_deleted",
+                      "node %(node)r deleted the run: it was closed and this node was the last "
+                      "to leave it")
+
     async def _withdraw_quietly(self) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(self._liveness.timeout):
             try:
                 await self._withdraw()
             except RendezvousError as exc:
-                logger.warning("node %r could not withdraw (%s); its record will expire",
-                               self._node, exc)
+                self._liveness.health.failed("leaving (its record will expire)", exc)
+                self._liveness.health.stopped("leaving (its record will expire)")
 
     async def leave(self) -> None:
         """Leave the rendezvous: this node's record is removed and its heartbeat stops.
@@ -618,12 +707,13 @@ class AsyncRendezvous:
         A closed run stays closed. Cancellation leaves it closed or not, never half.
         """
         if await close_register(self._register, self._highest_round + 1):
-            logger.info("node %r closed the run", self._node)
+            self._log(logging.INFO, "run_closed", "node %(node)r closed the run")
 
     async def progress(self) -> Progress:
         """How the run's current round is going: who has joined, how many are missing, the time
         left in its last call (three store reads; writes nothing). Call it from another task
-        while :meth:`next_rendezvous` waits, e.g. once a second, to show progress.
+        while :meth:`next_rendezvous` waits, e.g. a few times a second, to show progress
+        (``docs/operating.md`` has an orchestrator doing so).
         """
         view = await self._read()
         record = view.record

@@ -21,6 +21,10 @@ Two background tasks per :class:`~arendezvous.rendezvous.AsyncRendezvous`:
   clock that jumps back, or a record "from the future", can delay an eviction but never prevent
   it, and no two machines' clocks are ever compared. The dead node's record is deleted (compare-
   and-swap on the version that went silent) and its round ended.
+
+Both tasks retry when the store fails. :class:`StoreHealth` keeps the log readable through an
+outage: one warning when the node's calls start failing, one when the store answers again, the
+failures in between at DEBUG, however many heartbeats the outage lasts.
 """
 
 from __future__ import annotations
@@ -40,9 +44,7 @@ from ._record import RoundRecord, group_name
 if TYPE_CHECKING:
     from ._handler import AsyncRendezvous, RendezvousInfo
 
-__all__ = ("Liveness",)
-
-logger = logging.getLogger("arendezvous.rendezvous")
+__all__ = ("Liveness", "StoreHealth")
 
 _SLACK = 0.002
 
@@ -56,6 +58,67 @@ def _clamped(age: float | None, limit: float) -> float:
     if age is None or not age > 0:
         return 0.0
     return min(age, limit)
+
+
+class StoreHealth:
+    """Whether one node's calls to the store succeed, logged once per change.
+
+    Each kind of call that retries (the heartbeat, the watch) reports its failures with
+    :meth:`failed` and its successes with :meth:`reached`. The first failure while all was well
+    logs one WARNING (``store_unreachable``, saying what failed and why); later failures log at
+    DEBUG; once no kind of call is failing any more and one has succeeded, one WARNING says the
+    store answers again (``store_reachable``, with the outage's length on this node's clock).
+    A kind of call that stops without an outcome (a watch retargeted, a one-off withdrawal)
+    reports :meth:`stopped`: it no longer counts as failing, and the next success of another
+    ends the outage.
+    """
+
+    def __init__(self, rendezvous: AsyncRendezvous, retry: float) -> None:
+        self._rendezvous = rendezvous
+        self._retry = retry
+        self._failing: set[str] = set()
+        self._since: float | None = None  # when the outage began; None: no outage
+
+    @property
+    def unreachable(self) -> bool:
+        """Whether an outage is under way (its warning logged, its end not yet)."""
+        return self._since is not None
+
+    def failed(self, doing: str, exc: RendezvousError) -> None:
+        """A call made while *doing* something failed with *exc*."""
+        self._failing.add(doing)
+        if self._since is None:
+            self._since = self._rendezvous._clock()
+            self._rendezvous._log(
+                logging.WARNING, "store_unreachable",
+                "node %(node)r cannot use the store while %(doing)s (%(error_type)s: %(error)s); "
+                "retrying every %(retry).3g s, and saying once when it answers again",
+                doing=doing, error=str(exc), error_type=type(exc).__name__, retry=self._retry)
+        else:
+            self._rendezvous._log(
+                logging.DEBUG, "store_still_unreachable",
+                "node %(node)r still cannot use the store while %(doing)s (%(error_type)s: "
+                "%(error)s)",
+                doing=doing, error=str(exc), error_type=type(exc).__name__)
+
+    def reached(self, doing: str) -> None:
+        """A call made while *doing* something succeeded."""
+        self._failing.discard(doing)
+        if self._since is not None and not self._failing:
+            outage = self._rendezvous._clock() - self._since
+            self._since = None
+            self._rendezvous._log(
+                logging.WARNING, "store_reachable",
+                "the store answers node %(node)r again, after %(outage).3g s of failures",
+                outage=outage)
+
+    def stopped(self, doing: str) -> None:
+        """Calls made while *doing* something stopped, neither failing nor succeeding."""
+        self._failing.discard(doing)
+
+
+_BEATING = "refreshing its record"
+_WATCH = "watching another node's record"
 
 
 class Liveness:
@@ -77,6 +140,8 @@ class Liveness:
         self._has_member: anyio.Event | None = None
         self._watch_scope: anyio.CancelScope | None = None
         self._running = False
+        #: One warning per outage of the store, one when it ends.
+        self.health = StoreHealth(rendezvous, interval)
 
     @property
     def lock(self) -> anyio.Lock:
@@ -149,7 +214,6 @@ class Liveness:
 
     async def _beat_loop(self) -> None:
         clock = self._rendezvous._clock
-        failing: RendezvousError | None = None
         while True:
             if self.member is None:
                 assert self._has_member is not None
@@ -163,15 +227,10 @@ class Liveness:
             try:
                 lost = await self._beat()
             except RendezvousError as exc:
-                if failing is None:
-                    logger.warning("node %r cannot refresh its record (%s); retrying every "
-                                   "%.3g s", self._rendezvous.node, exc, self.interval)
-                failing = exc
+                self.health.failed(_BEATING, exc)
                 self._written_at = clock()  # retry after one interval, not at once
                 continue
-            if failing is not None:
-                logger.warning("node %r refreshes its record again", self._rendezvous.node)
-                failing = None
+            self.health.reached(_BEATING)
             if lost is not None:
                 await self._lost(lost)
 
@@ -213,18 +272,21 @@ class Liveness:
         """This node's record was deleted or taken over: it was evicted (a freeze, a partition).
         A round it holds is over; make sure the others know."""
         rendezvous = self._rendezvous
-        logger.warning("node %r lost its record in group %s: it was evicted", rendezvous.node,
-                       member.group)
+        rendezvous._log(logging.WARNING, "record_lost",
+                        "node %(node)r lost its record in group %(group)s: it was evicted (silent "
+                        "for longer than heartbeat_timeout, %(timeout)g s, as the others saw it)",
+                        group=member.group, timeout=self.timeout)
         info = rendezvous.info
         if info is not None:
             rendezvous._info = None
-            await rendezvous._end_round_of(info)
+            await rendezvous._end_round_of(info, "this node was evicted from it")
 
     async def _watch_loop(self) -> None:
         while True:
             target = self._target
             if target is None:
                 assert self._retarget is not None
+                self.health.stopped(_WATCH)
                 self._retarget = anyio.Event()
                 if self._target is None:
                     await self._retarget.wait()
@@ -234,8 +296,7 @@ class Liveness:
                 try:
                     await self._follow(*target)
                 except RendezvousError as exc:
-                    logger.warning("node %r cannot watch %r (%s); retrying", self._rendezvous.node,
-                                   target[3], exc)
+                    self.health.failed(_WATCH, exc)
                     await anyio.sleep(self.interval)
                     continue
                 if self._target == target:
@@ -246,7 +307,11 @@ class Liveness:
         """Return once *node* is gone from *group* or proven dead, its round ended."""
         rendezvous = self._rendezvous
         table, clock, timeout = rendezvous._table, rendezvous._clock, self.timeout
+        rendezvous._log(logging.DEBUG, "watch_started",
+                        "node %(node)r watches %(watched)r in round %(round)d",
+                        watched=node, round=round)
         member = await table.get(node)
+        self.health.reached(_WATCH)
         first_seen = read_at = clock()
         age = None if member is None else member.age
         while member is not None and member.group == group:
@@ -256,6 +321,7 @@ class Liveness:
                 deadline = min(read_at + timeout - _clamped(age, timeout), first_seen + timeout)
                 await anyio.sleep(max(deadline - clock(), 0.0) + _SLACK)
                 seen = await table.get(node)
+                self.health.reached(_WATCH)
                 read_at = clock()
                 if seen is not None and seen.version == member.version:
                     age = seen.age
@@ -271,16 +337,21 @@ class Liveness:
                 age = None if seen is None else seen.age
             else:
                 changed = await table.wait_for_change(node, member.version, timeout=timeout)
+                self.health.reached(_WATCH)
                 if not changed and await self._evict(member, round, timeout):
                     break
                 member = await table.get(node)
                 first_seen = read_at = clock()
-        await rendezvous._end_round(await rendezvous._read(), incarnation, round)
+        await rendezvous._end_round(await rendezvous._read(), incarnation, round,
+                                    f"participant {node!r} is gone")
 
     async def _evict(self, member: Member, round: int, silence: float) -> bool:
         """Delete *member*'s record if still at the version that went silent."""
         if not await self._rendezvous._table.delete(member.node, member.version):
             return False  # refreshed at the last moment: alive after all
-        logger.info("node %r evicted %r from round %d: its record was silent for %.3g s",
-                    self._rendezvous.node, member.node, round, silence)
+        self._rendezvous._log(
+            logging.INFO, "node_evicted",
+            "node %(node)r evicted %(evicted)r from round %(round)d: its record was silent for "
+            "%(silence).3g s (heartbeat_timeout %(timeout)g s)",
+            evicted=member.node, round=round, silence=silence, timeout=self.timeout)
         return True

@@ -12,12 +12,14 @@ missing, the time left in the last call).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from .._backend import AsyncRendezvousBackend, Token
 from .._emulated import emulate_member_table
+from .._log import log_event
 from .._members import Member, MemberTable
 from ._record import RoundRecord, decode_record, encode_record
 
@@ -85,6 +87,12 @@ class RunStatus:
             "participants": [node.to_json() for node in self.participants],
             "waiting": [node.to_json() for node in self.waiting],
         }
+
+
+def run_id_of(backend: AsyncRendezvousBackend) -> str | None:
+    """*backend*'s run id for the log, or ``None`` (the contract does not require one)."""
+    run_id = getattr(backend, "run_id", None)
+    return run_id if isinstance(run_id, str) else None
 
 
 def storage(backend: AsyncRendezvousBackend) -> tuple[AsyncRendezvousBackend, MemberTable]:
@@ -167,7 +175,13 @@ async def close_run(backend: AsyncRendezvousBackend) -> bool:
 
     Cancellation leaves it closed or not, never half.
     """
-    return await close_register(storage(backend)[0])
+    closed = await close_register(storage(backend)[0])
+    if closed:
+        run_id = run_id_of(backend)
+        log_event(logging.getLogger("arendezvous.rendezvous"), logging.INFO, "run_closed",
+                  "the run was closed from outside" if run_id is None else
+                  "run %(run_id)r was closed from outside", node=None, run_id=run_id)
+    return closed
 
 
 async def close_register(register: AsyncRendezvousBackend, first_round: int = 0) -> bool:

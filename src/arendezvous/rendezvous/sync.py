@@ -48,6 +48,7 @@ class SyncRendezvous:
         join_timeout: float = 600.0,
         heartbeat: float = 5.0,
         heartbeat_timeout: float | None = None,
+        delete_when_closed: bool = False,
     ) -> None:
         if isinstance(backend, SyncBackend):
             async_backend = backend.backend
@@ -61,6 +62,7 @@ class SyncRendezvous:
         self._rendezvous = AsyncRendezvous(
             async_backend, node, min_nodes, max_nodes, last_call=last_call,
             join_timeout=join_timeout, heartbeat=heartbeat, heartbeat_timeout=heartbeat_timeout,
+            delete_when_closed=delete_when_closed,
         )
         self._owns_portal = not isinstance(backend, SyncBackend)
         self._portal = backend if isinstance(backend, SyncBackend) else SyncBackend(backend)
