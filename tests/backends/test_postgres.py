@@ -296,17 +296,27 @@ async def test_schema_qualified_table() -> None:
     assert [row["run_id"] for row in rows] == ["qualified"]
 
 
-async def test_a_role_without_create_privilege_uses_a_table_made_for_it() -> None:
-    """A DBA makes the tables (the state's statements read the member table too: a run lives
-    while any of its rows does); reading and writing states needs no more than this."""
-    table, role = fresh_table(), f"r_{uuid.uuid4().hex[:8]}"
+async def made_by_a_dba(table: str, grants: dict[str, str]) -> str:
+    """The DSN of a new role that may create nothing, on tables a DBA made with
+    ``CREATE_TABLE_SQL`` and ``create_members_sql(table)``, granted *grants* (privileges by
+    object)."""
+    role = f"r_{uuid.uuid4().hex[:8]}"
     async with raw_connection() as connection:
         await connection.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD 'limited-pw'")
         await connection.execute(CREATE_TABLE_SQL.format(table=f'"{table}"'))
         await connection.execute(create_members_sql(table))
-        await connection.execute(f'GRANT SELECT, INSERT, UPDATE ON "{table}" TO "{role}"')
-        await connection.execute(f'GRANT SELECT ON {member_names(table).members} TO "{role}"')
-    limited = dsn().replace(f"postgres:{PASSWORD}@", f"{role}:limited-pw@")
+        for granted, privileges in grants.items():
+            await connection.execute(f'GRANT {privileges} ON {granted} TO "{role}"')
+    return dsn().replace(f"postgres:{PASSWORD}@", f"{role}:limited-pw@")
+
+
+async def test_a_role_without_create_privilege_uses_a_table_made_for_it() -> None:
+    """A DBA makes the tables (the state's statements read the member table too: a run lives
+    while any of its rows does); reading and writing states needs no more than this."""
+    table = fresh_table()
+    limited = await made_by_a_dba(table, {
+        f'"{table}"': "SELECT, INSERT, UPDATE", member_names(table).members: "SELECT",
+    })  # fmt: skip
     async with PostgresBackend(limited, "limited", table=table) as backend:
         _, token, _ = await backend.set_state(b"a")
         _, token, written = await backend.set_state(b"b", token)
@@ -553,18 +563,13 @@ async def test_a_role_without_create_privilege_uses_a_member_table_made_by_a_dba
     """A DBA runs ``CREATE_TABLE_SQL`` and ``create_members_sql(table)`` and grants the
     documented privileges; a role that may create nothing then uses the tables, the run
     lifecycle included. Without them, that role gets "permission denied"."""
-    table, role = fresh_table(), f"r_{uuid.uuid4().hex[:8]}"
+    table = fresh_table()
     names = member_names(table)
-    async with raw_connection() as connection:
-        await connection.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD 'limited-pw'")
-        await connection.execute(CREATE_TABLE_SQL.format(table=f'"{table}"'))
-        await connection.execute(create_members_sql(table))
-        for granted in (f'"{table}"', names.members):
-            await connection.execute(
-                f'GRANT SELECT, INSERT, UPDATE, DELETE ON {granted} TO "{role}"'
-            )
-        await connection.execute(f'GRANT USAGE ON SEQUENCE {names.sequence} TO "{role}"')
-    limited = dsn().replace(f"postgres:{PASSWORD}@", f"{role}:limited-pw@")
+    limited = await made_by_a_dba(table, {
+        f'"{table}"': "SELECT, INSERT, UPDATE, DELETE",
+        names.members: "SELECT, INSERT, UPDATE, DELETE",
+        f"SEQUENCE {names.sequence}": "USAGE",
+    })  # fmt: skip
     async with PostgresBackend(limited, "limited", table=table) as backend:
         members = backend.member_table()
         member, written, size = await members.put("a", "g", b"v", None)
@@ -936,18 +941,14 @@ async def test_clean_up_is_bounded_and_spares_live_runs(caplog: pytest.LogCaptur
 async def test_a_clean_up_the_server_refuses_does_not_fail_the_write() -> None:
     """Reads leave expired runs out whether or not they were deleted: a role without DELETE
     writes on, its clean-up refused."""
-    table, role = fresh_table(), f"r_{uuid.uuid4().hex[:8]}"
-    names = member_names(table)
-    async with raw_connection() as connection:
-        await connection.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD 'limited-pw'")
-        await connection.execute(CREATE_TABLE_SQL.format(table=f'"{table}"'))
-        await connection.execute(create_members_sql(table))
-        for granted in (f'"{table}"', names.members):
-            await connection.execute(f'GRANT SELECT, INSERT, UPDATE ON {granted} TO "{role}"')
+    table = fresh_table()
+    limited = await made_by_a_dba(table, {
+        f'"{table}"': "SELECT, INSERT, UPDATE",
+        member_names(table).members: "SELECT, INSERT, UPDATE",
+    })  # fmt: skip
     async with PostgresBackend(dsn(), "expired", table=table) as old:
         await old.set_state(b"s")
     await _expire(table, "expired")
-    limited = dsn().replace(f"postgres:{PASSWORD}@", f"{role}:limited-pw@")
     async with PostgresBackend(limited, "limited", table=table, expire_after=60) as backend:
         _, _, written = await backend.set_state(b"mine")
         assert written
