@@ -31,6 +31,7 @@ from arendezvous import (
     AsyncRendezvousBackend,
     RendezvousConnectionError,
     RendezvousStateError,
+    RunInfo,
     SyncBackend,
     open_backend,
 )
@@ -44,6 +45,7 @@ from arendezvous.backends.etcd import (
     from_url,
 )
 from arendezvous.backends.etcd._protocol import encode_member
+from arendezvous.testing.lifecycle import RunLifecycleConformance
 from arendezvous.testing.members import MemberTableConformance
 from arendezvous.testing.network import NetworkBackendConformance
 from arendezvous.testing.servers.etcd import EtcdCluster
@@ -182,6 +184,28 @@ class TestEtcdMembers(MemberTableConformance):
 
     async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
         return EtcdBackend(run_id, self.etcd.endpoint, key_prefix=_PREFIX)
+
+
+class TestEtcdLifecycle(RunLifecycleConformance):
+    """Deleting, listing and expiring runs (a lease per run), on asyncio and on trio."""
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    @pytest.fixture(autouse=True)
+    def _server(self, etcd_server: EtcdServer) -> None:
+        self.etcd = etcd_server
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return EtcdBackend(run_id, self.etcd.endpoint, key_prefix=_PREFIX)
+
+    async def make_expiring_backend(
+        self, run_id: str, expire_after: float
+    ) -> AsyncRendezvousBackend:
+        return EtcdBackend(
+            run_id, self.etcd.endpoint, key_prefix=_PREFIX, expire_after=expire_after
+        )
 
 
 # -- etcd specifics ------------------------------------------------------------------------------
@@ -749,7 +773,7 @@ async def test_user_and_password(server: EtcdServer) -> None:
     server.enable_auth(password)
     quoted = "p%40ss%3Aw%2Frd%25"
     url = f"etcd://root:{quoted}@{server.endpoint}"
-    backend = open_backend(url, run_id=_run_id())
+    backend = open_backend(url + "?expire_after=60", run_id=_run_id())  # leases need it too
     assert password not in repr(backend)
     assert quoted not in repr(backend)
     async with backend:
@@ -793,6 +817,222 @@ async def test_tls_with_client_certificate() -> None:
                     await refused.get_state()
 
 
+# -- the run lifecycle ---------------------------------------------------------------------------
+
+
+async def _raw_range(server: EtcdServer, start: bytes, end: bytes) -> list[tuple[bytes, Any]]:
+    async with aetcd.Client(host=server.host, port=server.port, timeout=10) as client:
+        return [(kv.key, kv) for kv in await client.get_range(start, end)]
+
+
+async def test_deleting_a_run_deletes_its_member_and_index_keys(etcd_server: EtcdServer) -> None:
+    """One DeleteRange over the run's key and every key named after it, and nothing of a run
+    whose id merely starts with this one's."""
+    run_id = _run_id()
+    doomed = EtcdBackend(run_id, etcd_server.endpoint, key_prefix=_PREFIX)
+    neighbour = EtcdBackend(run_id + "x", etcd_server.endpoint, key_prefix=_PREFIX)
+    for backend in (doomed, neighbour):
+        await backend.set_state(b"state")
+        await backend.member_table().put("a", "g1", b"v", None)
+        await backend.member_table().put("b", "g2", b"v", None)
+    end = doomed.key + b"\x01"
+    assert len(await _raw_range(etcd_server, doomed.key, end)) == 5  # state, 2 records, 2 index
+    assert await doomed.delete_run() is True
+    assert await _raw_range(etcd_server, doomed.key, end) == []
+    assert await doomed.delete_run() is False
+    assert await neighbour.get_state() is not None
+    assert await neighbour.member_table().count("g2") == 1
+    for backend in (doomed, neighbour):
+        await backend.aclose()
+
+
+async def test_a_deleted_run_is_gone_at_one_revision(etcd_server: EtcdServer) -> None:
+    """At the revision before the deletion every key of the run is there; at the deletion's
+    own, none is: no reader can see some of them gone and others not."""
+    backend = EtcdBackend(_run_id(), etcd_server.endpoint, key_prefix=_PREFIX)
+    await backend.set_state(b"state")
+    await backend.member_table().put("a", "g", b"v", None)
+    await backend.delete_run()
+
+    async def keys_at(revision: int) -> tuple[int, list[bytes]]:
+        request = backend._rpc.RangeRequest(
+            key=backend.key, range_end=backend.key + b"\x01", revision=revision, keys_only=True
+        )
+
+        async def call(cluster: Any) -> Any:
+            return await backend._call(cluster, "test", "Range", request, idempotent=True)
+
+        response, _ = await backend._on_client(call)
+        return response.header.revision, [kv.key for kv in response.kvs]
+
+    deleted_at, left = await keys_at(0)  # nothing else writes to this etcd meanwhile
+    assert left == []
+    assert (await keys_at(deleted_at - 1))[1] == [
+        backend.key, backend.key + b"\x00g/g\x00a", backend.key + b"\x00m/a"
+    ]
+    await backend.aclose()
+
+
+class _LeaseCounted(EtcdBackend):
+    """Records every call to etcd as ``service.method``, the lease's calls included."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[str] = []
+
+    def _open_client(self) -> Any:
+        cluster = super()._open_client()
+        call = cluster.call
+
+        async def counted(method: str, request: Any, **options: Any) -> Any:
+            self.calls.append(f"{options.get('service', 'kv')}.{method}")
+            return await call(method, request, **options)
+
+        cluster.call = counted  # type: ignore[method-assign]
+        return cluster
+
+
+async def test_writes_keep_the_runs_lease_alive(etcd_server: EtcdServer) -> None:
+    """Every key a write puts carries the run's lease; the first write grants it, and a write
+    keeps it alive once the TTL's margin over expire_after has passed since this handle last
+    did (a member write too: a heartbeat keeps its run alive), and only then."""
+    backend = _LeaseCounted(_run_id(), etcd_server.endpoint, key_prefix=_PREFIX, expire_after=1)
+    table = backend.member_table()
+    await backend.set_state(b"state")
+    assert backend.calls == ["lease.LeaseKeepAlive", "lease.LeaseGrant", "kv.Txn"]
+    put = await table.put("a", "g", b"v", None)
+    assert put.member is not None
+    assert backend.calls[3:] == ["kv.Txn"]  # within the margin: no keep-alive
+    keys = [backend.key, backend.key + b"\x00m/a", backend.key + b"\x00g/g\x00a"]
+    for key, kv in await _raw_range(etcd_server, backend.key, backend.key + b"\x01"):
+        assert (key, kv.lease) in [(each, backend.lease) for each in keys]
+    async with aetcd.Client(host=etcd_server.host, port=etcd_server.port, timeout=10) as client:
+        info = await client.get_lease_info(backend.lease)
+    assert info.grantedTTL == 2  # expire_after and a second more
+    # The margin is a second: past it, a heartbeat keeps the lease alive before it writes.
+    await anyio.sleep(1.1)
+    del backend.calls[:]
+    touched = await table.touch("a", put.member.version)
+    assert touched is not None
+    assert backend.calls == ["lease.LeaseKeepAlive", "kv.Txn"]
+    await backend.get_state()
+    await table.get("a")
+    assert backend.calls[2:] == ["kv.Range", "kv.Range"]  # reading keeps nothing alive
+    await backend.aclose()
+
+
+async def test_a_lease_revoked_behind_the_handles_back_is_granted_again(
+    etcd_server: EtcdServer,
+) -> None:
+    """etcd refuses a whole transaction that puts a key with a lease it does not know; the
+    handle grants the lease again and sends the transaction once more."""
+    backend = _LeaseCounted(_run_id(), etcd_server.endpoint, key_prefix=_PREFIX, expire_after=60)
+    await backend.set_state(b"state")
+    async with aetcd.Client(host=etcd_server.host, port=etcd_server.port, timeout=10) as client:
+        await client.revoke_lease(backend.lease)  # and with it the run's keys
+    assert await backend.get_state() is None
+    del backend.calls[:]
+    _, token, written = await backend.set_state(b"again")
+    assert written
+    assert backend.calls == [
+        "kv.Txn", "lease.LeaseKeepAlive", "lease.LeaseGrant", "kv.Txn",
+    ]  # fmt: skip
+    assert await backend.get_state() == (b"again", token)
+    await backend.aclose()
+
+
+async def test_listing_skips_what_is_not_ours(etcd_server: EtcdServer) -> None:
+    prefix = f"/list-{uuid.uuid4().hex[:8]}/"
+    ours = EtcdBackend("ours", etcd_server.endpoint, key_prefix=prefix)
+    await ours.set_state(b"12345")
+    members_only = EtcdBackend("members-only", etcd_server.endpoint, key_prefix=prefix)
+    await members_only.member_table().put("a", "g", b"v", None)
+    await members_only.member_table().put("b", "h", b"v", None)
+    base = prefix.encode()
+    for key, value in [
+        (base + b"foreign", b"not ours"),
+        (base + b"ours\x00m/x", b"not a record"),
+        (base + b"ours\x00other", b"x"),
+        (base + b"\x00m/a", encode_member("g", b"v", 0)),  # no run id
+        (base + b"\xff\xfe", b"ARDE\x01\x00\x00\x00\x00"),  # not UTF-8
+        (base + b"corrupt", b"ARDE\x01\x00\x00\x00\x00abc"),  # ours, its checksum wrong
+    ]:
+        await _raw_put(etcd_server, key, value)
+    runs = {run.run_id: run for run in await ours.list_runs()}
+    assert runs == {
+        "ours": RunInfo("ours", 5, None, 0),
+        "members-only": RunInfo("members-only", None, None, 2),
+        "corrupt": RunInfo("corrupt", 3, None, 0),
+    }
+    await ours.aclose()
+    await members_only.aclose()
+
+
+async def test_listing_reads_in_pages_and_halves_a_page_too_large(
+    etcd_server: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of a few keys find every run once; a page of states over the gRPC message limit
+    is asked for again in halves."""
+    from arendezvous.backends.etcd import _backend
+
+    prefix = f"/pages-{uuid.uuid4().hex[:8]}/"
+    for number in range(7):
+        backend = EtcdBackend(f"run-{number}", etcd_server.endpoint, key_prefix=prefix)
+        await backend.set_state(b"s" * number)
+        await backend.member_table().put("a", "g", b"v", None)
+        await backend.aclose()
+    monkeypatch.setattr(_backend, "_LIST_PAGE", 4)
+    lister = EtcdBackend("run-0", etcd_server.endpoint, key_prefix=prefix)
+    runs = await lister.list_runs()
+    assert sorted(runs, key=lambda run: run.run_id) == [
+        RunInfo(f"run-{number}", number, None, 1) for number in range(7)
+    ]
+    await lister.aclose()
+
+    big = f"/big-{uuid.uuid4().hex[:8]}/"
+    for number in range(5):  # 5 MiB: more than one answer may carry (4 MiB)
+        backend = EtcdBackend(f"run-{number}", etcd_server.endpoint, key_prefix=big)
+        await backend.set_state(b"x" * (1 << 20))
+        await backend.aclose()
+    monkeypatch.setattr(_backend, "_LIST_PAGE", 1024)
+    lister = _Counted("run-0", etcd_server.endpoint, key_prefix=big)
+    runs = await lister.list_runs()
+    assert sorted(run.run_id for run in runs) == [f"run-{number}" for number in range(5)]
+    assert all(run.size == 1 << 20 for run in runs)
+    assert lister.calls.count("Range") > 2  # refused whole, then in smaller pages
+    await lister.aclose()
+
+
+async def test_a_delete_racing_writers_leaves_one_outcome_or_the_other(
+    etcd_server: EtcdServer,
+) -> None:
+    """A put racing the deletion is one transaction: wholly before it (and deleted with the
+    run) or wholly after (alone, counting only itself), never half of each."""
+    for _ in range(20):
+        run_id = _run_id()
+        deleter = EtcdBackend(run_id, etcd_server.endpoint, key_prefix=_PREFIX)
+        writer = EtcdBackend(run_id, etcd_server.endpoint, key_prefix=_PREFIX)
+        await deleter.set_state(b"old")
+        await deleter.member_table().put("a", "g", b"v", None)
+        puts: list[Any] = []
+
+        async def put(writer: EtcdBackend = writer, puts: list[Any] = puts) -> None:
+            puts.append(await writer.member_table().put("b", "g", b"v", None))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(deleter.delete_run)
+            group.start_soon(put)
+        table = writer.member_table()
+        assert await writer.get_state() is None
+        assert await table.get("a") is None
+        if await table.get("b") is not None:
+            assert (puts[0].group_size, await table.count("g")) == (1, 1)  # put after
+        else:
+            assert (puts[0].group_size, await table.count("g")) == (2, 0)  # put before
+        await deleter.aclose()
+        await writer.aclose()
+
+
 # -- construction and URLs -----------------------------------------------------------------------
 
 
@@ -813,7 +1053,8 @@ def test_url_parsing() -> None:
     assert backend.endpoints == ("a.example:2379", "10.0.0.1:2379", "[::1]:2379")
 
     backend = from_url(
-        "ETCD://etcd.example:1234?timeout=2.5&key_prefix=/jobs/&max_state_size=10&tls=yes",
+        "ETCD://etcd.example:1234?timeout=2.5&key_prefix=/jobs/&max_state_size=10&tls=yes"
+        "&expire_after=30",
         run_id="run/1",
     )
     assert isinstance(backend, EtcdBackend)
@@ -822,6 +1063,9 @@ def test_url_parsing() -> None:
     assert backend._timeout == 2.5
     assert backend._max_state_size == 10
     assert backend._tls
+    assert backend.expire_after == 30
+    assert backend.lease > 0
+    assert from_url("etcd://", run_id="r").lease == 0  # no expire_after: no lease
 
     backend = from_url("etcd://u%3Ax:p%40ss@h:1", run_id="r")
     assert (backend._username, backend._password) == ("u:x", "p@ss")
@@ -846,6 +1090,8 @@ def test_url_parsing() -> None:
         ("etcd://h?timeout=soon", "timeout"),
         ("etcd://h?tls=maybe", "tls"),
         ("etcd://h?timeout=1&timeout=2", "twice"),
+        ("etcd://h?expire_after=-1", "expire_after"),
+        ("etcd://h?expire_after=forever", "expire_after"),
         ("etcd://h?ca_cert=/nonexistent/ca.pem", "cannot read tls_ca_file"),
         ("etcd://h?tls_ca_file=/nonexistent/ca.pem", "cannot read tls_ca_file"),
         ("etcd://h?cert_key=/nonexistent/key.pem", "tls_cert_file"),
@@ -871,6 +1117,12 @@ def test_constructor_checks() -> None:
         EtcdBackend(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty"):
         EtcdBackend("")
+    with pytest.raises(ValueError, match="expire_after"):
+        EtcdBackend("r", expire_after=0)
+    with pytest.raises(TypeError, match="expire_after"):
+        EtcdBackend("r", expire_after="60")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="etcd's longest lease"):
+        EtcdBackend("r", expire_after=1e10)
     assert EtcdBackend("r", ["10.0.0.1:1", "10.0.0.2"]).endpoints == ("10.0.0.1:1", "10.0.0.2:2379")
 
 

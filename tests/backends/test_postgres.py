@@ -46,6 +46,7 @@ from arendezvous.backends.postgres import (
 )
 from arendezvous.backends.postgres._member_sql import member_names
 from arendezvous.backends.postgres._sql import channel, encode
+from arendezvous.testing.lifecycle import RunLifecycleConformance
 from arendezvous.testing.members import MemberTableConformance
 from arendezvous.testing.network import NetworkBackendConformance
 from arendezvous.testing.stateful import backend_state_machine
@@ -180,6 +181,23 @@ class TestPostgresMembers(MemberTableConformance):
         return PostgresBackend(dsn(), run_id, heartbeat=300)
 
 
+class TestPostgresLifecycle(RunLifecycleConformance):
+    """Deleting, listing and expiring runs (an expiry column per row), on asyncio and trio, in
+    the default tables."""
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return PostgresBackend(dsn(), run_id, heartbeat=300)
+
+    async def make_expiring_backend(
+        self, run_id: str, expire_after: float
+    ) -> AsyncRendezvousBackend:
+        return PostgresBackend(dsn(), run_id, heartbeat=300, expire_after=expire_after)
+
+
 def _state_machine_factory(run_id: str) -> AsyncRendezvousBackend:
     return PostgresBackend(dsn(), run_id, heartbeat=300)
 
@@ -278,13 +296,27 @@ async def test_schema_qualified_table() -> None:
     assert [row["run_id"] for row in rows] == ["qualified"]
 
 
-async def test_a_role_without_create_privilege_uses_a_table_made_for_it() -> None:
-    table, role = fresh_table(), f"r_{uuid.uuid4().hex[:8]}"
+async def made_by_a_dba(table: str, grants: dict[str, str]) -> str:
+    """The DSN of a new role that may create nothing, on tables a DBA made with
+    ``CREATE_TABLE_SQL`` and ``create_members_sql(table)``, granted *grants* (privileges by
+    object)."""
+    role = f"r_{uuid.uuid4().hex[:8]}"
     async with raw_connection() as connection:
         await connection.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD 'limited-pw'")
         await connection.execute(CREATE_TABLE_SQL.format(table=f'"{table}"'))
-        await connection.execute(f'GRANT SELECT, INSERT, UPDATE ON "{table}" TO "{role}"')
-    limited = dsn().replace(f"postgres:{PASSWORD}@", f"{role}:limited-pw@")
+        await connection.execute(create_members_sql(table))
+        for granted, privileges in grants.items():
+            await connection.execute(f'GRANT {privileges} ON {granted} TO "{role}"')
+    return dsn().replace(f"postgres:{PASSWORD}@", f"{role}:limited-pw@")
+
+
+async def test_a_role_without_create_privilege_uses_a_table_made_for_it() -> None:
+    """A DBA makes the tables (the state's statements read the member table too: a run lives
+    while any of its rows does); reading and writing states needs no more than this."""
+    table = fresh_table()
+    limited = await made_by_a_dba(table, {
+        f'"{table}"': "SELECT, INSERT, UPDATE", member_names(table).members: "SELECT",
+    })  # fmt: skip
     async with PostgresBackend(limited, "limited", table=table) as backend:
         _, token, _ = await backend.set_state(b"a")
         _, token, written = await backend.set_state(b"b", token)
@@ -528,18 +560,16 @@ async def test_many_handles_create_the_member_table_at_once() -> None:
 
 
 async def test_a_role_without_create_privilege_uses_a_member_table_made_by_a_dba() -> None:
-    """A DBA runs ``create_members_sql(table)`` and grants the documented privileges; a role that
-    may create nothing then uses the table. Without it, that role gets "permission denied"."""
-    table, role = fresh_table(), f"r_{uuid.uuid4().hex[:8]}"
+    """A DBA runs ``CREATE_TABLE_SQL`` and ``create_members_sql(table)`` and grants the
+    documented privileges; a role that may create nothing then uses the tables, the run
+    lifecycle included. Without them, that role gets "permission denied"."""
+    table = fresh_table()
     names = member_names(table)
-    async with raw_connection() as connection:
-        await connection.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD 'limited-pw'")
-        await connection.execute(create_members_sql(table))
-        await connection.execute(
-            f'GRANT SELECT, INSERT, UPDATE, DELETE ON {names.members} TO "{role}"'
-        )
-        await connection.execute(f'GRANT USAGE ON SEQUENCE {names.sequence} TO "{role}"')
-    limited = dsn().replace(f"postgres:{PASSWORD}@", f"{role}:limited-pw@")
+    limited = await made_by_a_dba(table, {
+        f'"{table}"': "SELECT, INSERT, UPDATE, DELETE",
+        names.members: "SELECT, INSERT, UPDATE, DELETE",
+        f"SEQUENCE {names.sequence}": "USAGE",
+    })  # fmt: skip
     async with PostgresBackend(limited, "limited", table=table) as backend:
         members = backend.member_table()
         member, written, size = await members.put("a", "g", b"v", None)
@@ -550,6 +580,9 @@ async def test_a_role_without_create_privilege_uses_a_member_table_made_by_a_dba
         assert [m.node for m in await members.members("g")] == ["a"]
         assert await members.count("g") == 1
         assert await members.delete("a", touched.version)
+        await backend.set_state(b"state")
+        assert [run.run_id for run in await backend.list_runs()] == ["limited"]
+        assert await backend.delete_run()
     async with PostgresBackend(limited, "limited", table=fresh_table()) as backend:
         with pytest.raises(RendezvousConnectionError, match="permission denied"):
             await backend.member_table().get("a")
@@ -738,6 +771,247 @@ async def test_bad_member_input_and_foreign_versions_never_reach_the_server() ->
     await backend.aclose()
     with pytest.raises(BackendClosedError):
         await members.touch("a", PostgresToken(b"x" * 16, 1))
+
+
+# -- the run lifecycle -------------------------------------------------------------------------
+
+
+async def _expire(table: str, run_id: str, *, state: bool = True, members: bool = True) -> None:
+    """Move a run's rows' expiry into the past, as if nobody had written them for long."""
+    async with raw_connection() as raw:
+        if state:
+            await raw.execute(
+                f'UPDATE "{table}" SET expires_at = clock_timestamp() - interval \'1 s\' '
+                "WHERE run_id = $1", run_id,
+            )  # fmt: skip
+        if members:
+            await raw.execute(
+                f"UPDATE {member_names(table).members} "
+                "SET expires_at = clock_timestamp() - interval '1 s' WHERE run_id = $1", run_id,
+            )  # fmt: skip
+
+
+async def _rows(table: str, run_id: str) -> tuple[int, int]:
+    """How many state rows and member rows the run has, expired or not."""
+    async with raw_connection() as raw:
+        states = await raw.fetchval(f'SELECT count(*) FROM "{table}" WHERE run_id = $1', run_id)
+        records = await raw.fetchval(
+            f"SELECT count(*) FROM {member_names(table).members} WHERE run_id = $1", run_id
+        )
+    return states, records
+
+
+async def test_deleting_a_run_is_one_transaction() -> None:
+    """While the deletion waits for a member row another transaction has locked, its state row
+    is still there for everyone else: the two deletions commit together."""
+    table = fresh_table()
+    async with PostgresBackend(dsn(), "doomed", table=table) as backend:
+        await backend.set_state(b"state")
+        await backend.member_table().put("a", "g", b"v", None)
+        async with raw_connection() as locker, raw_connection() as observer:
+            transaction = locker.transaction()
+            await transaction.start()
+            await locker.execute(
+                f"SELECT FROM {member_names(table).members} WHERE run_id = 'doomed' FOR UPDATE"
+            )
+            blocked = await locker.fetchval("SELECT pg_backend_pid()")
+            async with anyio.create_task_group() as group:
+                group.start_soon(backend.delete_run)
+                # Until the deletion waits on the locker: the server tells no one when a
+                # session starts waiting, so it is asked, a bounded number of times.
+                waiting = (
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE $1 = ANY(pg_blocking_pids(pid))"
+                )
+                with anyio.fail_after(10):
+                    while not await observer.fetchval(waiting, blocked):  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                assert await _rows(table, "doomed") == (1, 1)  # the state row's deletion waits
+                await transaction.commit()
+        assert await _rows(table, "doomed") == (0, 0)
+        assert await backend.get_state() is None
+
+
+async def test_every_write_stamps_its_rows_expiry() -> None:
+    """A state write stamps the state row, a put or touch its member row: each by the server's
+    clock, expire_after ahead; a handle without expire_after stamps 'infinity'."""
+    table = fresh_table()
+    members = member_names(table).members
+
+    async def ahead(query: str) -> float:
+        async with raw_connection() as raw:
+            seconds: float = await raw.fetchval(
+                f"SELECT date_part('epoch', expires_at - clock_timestamp()) FROM {query}"
+            )
+        return seconds
+
+    async with PostgresBackend(dsn(), "stamped", table=table, expire_after=60) as backend:
+        _, token, _ = await backend.set_state(b"state")
+        assert 55 < await ahead(f"\"{table}\"") <= 60
+        put = await backend.member_table().put("a", "g", b"v", None)
+        assert put.member is not None
+        assert 55 < await ahead(members) <= 60
+        await _expire(table, "stamped", members=False)
+        touched = await backend.member_table().touch("a", put.member.version)
+        assert touched is not None
+        assert 55 < await ahead(members) <= 60
+        assert await ahead(f"\"{table}\"") < 0  # a heartbeat stamps its own row only
+        assert await backend.get_state() is not None  # and keeps the whole run alive
+        await backend.set_state(b"again", token)
+        assert 55 < await ahead(f"\"{table}\"") <= 60
+    async with PostgresBackend(dsn(), "forever", table=table) as backend:
+        await backend.set_state(b"state")
+        async with raw_connection() as raw:
+            assert await raw.fetchval(
+                f"SELECT expires_at = 'infinity' FROM \"{table}\" WHERE run_id = 'forever'"
+            )
+
+
+async def test_an_expired_run_reads_as_gone_and_starts_afresh() -> None:
+    """Once every row of a run has expired, every read finds nothing, every write with an old
+    token or version fails, and creating the run again deletes the old rows first (they never
+    come back to life) and draws a new incarnation."""
+    table = fresh_table()
+    async with PostgresBackend(dsn(), "lapsed", table=table, expire_after=60) as backend:
+        members = backend.member_table()
+        _, token, _ = await backend.set_state(b"state")
+        put = await members.put("a", "g", b"v", None)
+        assert put.member is not None
+        await _expire(table, "lapsed", state=True, members=False)
+        assert await backend.get_state() == (b"state", token)  # the member row still lives
+        await _expire(table, "lapsed")
+        assert await backend.get_state() is None
+        assert await members.get("a") is None
+        assert await members.members("g") == []
+        assert await members.count("g") == 0
+        assert await members.touch("a", put.member.version) is None
+        assert not await members.delete("a", put.member.version)
+        assert await members.put("a", "h", b"v", put.member.version) == (None, False, 0)
+        assert await backend.set_state(b"x", token) == (b"", None, False)
+        assert await _rows(table, "lapsed") == (1, 1)  # nobody deleted them yet
+        _, new_token, written = await backend.set_state(b"afresh")
+        assert written
+        assert new_token != token
+        assert await _rows(table, "lapsed") == (1, 0)  # the old member row went first
+        assert await members.get("a") is None
+        # A run of member rows only, expired, is created again by a put the same way.
+        await backend.delete_run()
+        put = await members.put("a", "g", b"v", None)
+        await _expire(table, "lapsed")
+        again = await members.put("b", "g", b"v", None)
+        assert (again.written, again.group_size) == (True, 1)
+        assert await members.get("a") is None
+
+
+async def test_clean_up_is_bounded_and_spares_live_runs(caplog: pytest.LogCaptureFixture) -> None:
+    """A write of an expiring handle deletes at most 16 expired runs, and only when its turn
+    has come (once per expire_after); list_runs deletes the rest. A run whose state row expired
+    but whose member rows live is never deleted."""
+    table = fresh_table()
+    for number in range(20):
+        async with PostgresBackend(dsn(), f"old-{number}", table=table) as old:
+            await old.set_state(b"s")
+            await old.member_table().put("a", "g", b"v", None)
+        await _expire(table, f"old-{number}")
+    async with PostgresBackend(dsn(), "member-only", table=table) as old:
+        await old.member_table().put("a", "g", b"v", None)
+    await _expire(table, "member-only")
+    async with PostgresBackend(dsn(), "heartbeating", table=table) as live:
+        await live.set_state(b"s")
+        await live.member_table().put("a", "g", b"v", None)
+    await _expire(table, "heartbeating", members=False)
+
+    async def left() -> int:
+        async with raw_connection() as raw:
+            number: int = await raw.fetchval(f'SELECT count(*) FROM "{table}"')
+            return number
+
+    async with PostgresBackend(dsn(), "writer", table=table, expire_after=600) as writer:
+        _, token, _ = await writer.set_state(b"one")  # its turn: 16 of the 20 expired go
+        assert await left() == 22 - 16
+        await writer.set_state(b"two", token)  # not its turn again for 600 s
+        assert await left() == 22 - 16
+        runs = await writer.list_runs()  # deletes the rest, and the runs of member rows only
+        assert sorted(run.run_id for run in runs) == ["heartbeating", "writer"]
+        assert await left() == 2
+        assert await _rows(table, "member-only") == (0, 0)
+        assert await _rows(table, "heartbeating") == (1, 1)
+
+
+async def test_a_clean_up_the_server_refuses_does_not_fail_the_write() -> None:
+    """Reads leave expired runs out whether or not they were deleted: a role without DELETE
+    writes on, its clean-up refused."""
+    table = fresh_table()
+    limited = await made_by_a_dba(table, {
+        f'"{table}"': "SELECT, INSERT, UPDATE",
+        member_names(table).members: "SELECT, INSERT, UPDATE",
+    })  # fmt: skip
+    async with PostgresBackend(dsn(), "expired", table=table) as old:
+        await old.set_state(b"s")
+    await _expire(table, "expired")
+    async with PostgresBackend(limited, "limited", table=table, expire_after=60) as backend:
+        _, _, written = await backend.set_state(b"mine")
+        assert written
+        assert [run.run_id for run in await backend.list_runs()] == ["limited"]
+    assert await _rows(table, "expired") == (1, 0)  # still there, and read by nobody
+
+
+async def test_listing_skips_rows_that_are_not_ours() -> None:
+    table = fresh_table()
+    async with PostgresBackend(dsn(), "ours", table=table) as backend:
+        await backend.set_state(b"12345")
+        async with PostgresBackend(dsn(), "members-only", table=table) as other:
+            await other.member_table().put("a", "g", b"v", None)
+            await other.member_table().put("b", "h", b"v", None)
+        async with raw_connection() as raw:
+            await write_raw(table, "foreign", b"not an arendezvous state", connection=raw)
+            await write_raw(table, "foreign-with-members", b"theirs", connection=raw)
+            await write_raw(table, "corrupt", encode(b"abc")[:-1] + b"x", connection=raw)
+            members = member_names(table).members
+            await raw.execute(
+                f"INSERT INTO {members} (run_id, node, group_name, value, incarnation) "
+                "VALUES ('foreign-with-members', 'a', 'g', '', $1), "
+                "('bad-record-only', 'a', 'g', '', '\\x00'::bytea)", b"\x00" * 16,
+            )  # fmt: skip
+        runs = {run.run_id: run for run in await backend.list_runs()}
+        assert set(runs) == {"ours", "members-only", "foreign-with-members", "corrupt"}
+        assert (runs["ours"].size, runs["ours"].members) == (5, 0)
+        assert (runs["members-only"].size, runs["members-only"].members) == (None, 2)
+        assert (runs["foreign-with-members"].size, runs["foreign-with-members"].members) == (
+            None, 1,
+        )  # fmt: skip
+        assert (runs["corrupt"].size, runs["corrupt"].members) == (3, 0)
+        assert all(run.age is not None and 0 <= run.age < 10 for run in runs.values())
+
+
+async def test_a_delete_racing_writers_leaves_one_outcome_or_the_other() -> None:
+    """A put holds its run's lock shared, a deletion exclusively: the put, and the size it
+    counts, come wholly before the deletion (and go with it) or wholly after (alone, counting
+    only itself), never half of each."""
+    table = fresh_table()
+    for number in range(20):
+        run_id = f"race-{number}"
+        deleter = PostgresBackend(dsn(), run_id, table=table)
+        writer = PostgresBackend(dsn(), run_id, table=table)
+        await deleter.set_state(b"old")
+        await deleter.member_table().put("a", "g", b"v", None)
+        puts: list[Any] = []
+
+        async def put(writer: PostgresBackend = writer, puts: list[Any] = puts) -> None:
+            puts.append(await writer.member_table().put("b", "g", b"v", None))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(deleter.delete_run)
+            group.start_soon(put)
+        members = writer.member_table()
+        assert await writer.get_state() is None
+        assert await members.get("a") is None
+        if await members.get("b") is not None:
+            assert (puts[0].group_size, await members.count("g")) == (1, 1)  # put after
+        else:
+            assert (puts[0].group_size, await members.count("g")) == (2, 0)  # put before
+        await deleter.aclose()
+        await writer.aclose()
 
 
 # -- notification and waiting ------------------------------------------------------------------
@@ -1040,6 +1314,9 @@ async def test_bad_state_raises_before_anything_is_sent() -> None:
         ({"max_state_size": True}, TypeError, "max_state_size"),
         ({"heartbeat": "10"}, TypeError, "heartbeat"),
         ({"max_state_size": 1 << 40}, ValueError, "max_state_size"),
+        ({"expire_after": 0}, ValueError, "expire_after"),
+        ({"expire_after": float("inf")}, ValueError, "expire_after"),
+        ({"expire_after": True}, TypeError, "expire_after"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
@@ -1055,9 +1332,10 @@ def test_url_options_are_parsed_and_libpq_ones_passed_on() -> None:
     backend = from_url(
         "postgresql://user:pw@db.example:6543/rdzv?table=ops.state&timeout=2.5&pool_size=2"
         "&heartbeat=3&max_state_size=100&sslmode=verify-full&sslrootcert=/ca.pem"
-        "&application_name=trainer",
+        "&application_name=trainer&expire_after=600",
         run_id="r",
     )
+    assert backend.expire_after == 600
     assert backend.table == "ops.state"
     assert backend.timeout == 2.5
     assert backend._pool_size == 2
@@ -1102,6 +1380,7 @@ def test_good_urls(url: str) -> None:
         ("postgresql://h/db?pool_size=many", "bad value for option 'pool_size'"),
         ("postgresql://h/db?table=a;b", "table must be"),
         ("postgresql://h/db?timeout=1&timeout=2", "given twice"),
+        ("postgresql://h/db?expire_after=-5", "bad value for option 'expire_after'"),
         ("postgresql://h/db?sslmode=require&sslmode=disable", "given twice"),
         ("postgresql://h/db?sslmode=sometimes", "bad value for option 'sslmode'"),
         ("postgresql://h:99999/db", "bad port"),

@@ -39,6 +39,7 @@ from arendezvous import (
     Member,
     RendezvousConnectionError,
     RendezvousStateError,
+    RunInfo,
     SyncBackend,
     open_backend,
 )
@@ -52,6 +53,7 @@ from arendezvous.backends.redis import (
     from_url,
 )
 from arendezvous.backends.redis._members import MEMBERS_FORMAT
+from arendezvous.testing.lifecycle import RunLifecycleConformance
 from arendezvous.testing.members import MemberTableConformance
 from arendezvous.testing.network import NetworkBackendConformance
 from arendezvous.testing.servers import free_port
@@ -161,6 +163,26 @@ class TestRedisMembers(MemberTableConformance):
         return backend_on(self.server, run_id)
 
 
+class TestRedisLifecycle(RunLifecycleConformance):
+    """Deleting, listing and expiring runs (``PEXPIRE``), on asyncio and on trio."""
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    @pytest.fixture(autouse=True)
+    def _server(self, server: RedisServer) -> None:
+        self.server = server
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return backend_on(self.server, run_id)
+
+    async def make_expiring_backend(
+        self, run_id: str, expire_after: float
+    ) -> AsyncRendezvousBackend:
+        return backend_on(self.server, run_id, expire_after=expire_after)
+
+
 # The state machine's TestCase is a unittest class: it cannot take fixtures as arguments, so its
 # factory finds the module's server here, put there by a fixture the class uses.
 _state_machine_servers: list[RedisServer] = []
@@ -194,7 +216,9 @@ TestStateMachineOnTrio.settings = _MACHINE_SETTINGS
 async def test_layout_is_one_hash_per_run(server: RedisServer, raw: redis.asyncio.Redis) -> None:
     run_id = new_run_id()
     backend = backend_on(server, run_id)
+    before = await raw.time()
     _, token, _ = await backend.set_state(b"hello")
+    after = await raw.time()
     assert backend.key == f"arendezvous:{run_id}".encode()
     fields = await raw.hgetall(backend.key)
     assert fields[b"format"] == b"arendezvous/1"
@@ -202,6 +226,9 @@ async def test_layout_is_one_hash_per_run(server: RedisServer, raw: redis.asynci
     assert isinstance(token, RedisToken)
     assert fields[b"incarnation"] == token.incarnation.encode()
     assert fields[b"counter"] == b"%d" % token.counter
+    # The time of the write, by the server's clock (list_runs tells ages by it).
+    assert before[0] * 10**6 + before[1] <= int(fields[b"written"]) <= after[0] * 10**6 + after[1]
+    assert await raw.pttl(backend.key) == -1  # no expire_after: no expiry
     await backend.aclose()
 
 
@@ -260,7 +287,8 @@ async def test_a_retried_script_recognises_its_own_write(server: RedisServer) ->
     backend = backend_on(server, new_run_id())
     _, token, _ = await backend.set_state(b"a")
     assert isinstance(token, RedisToken)
-    arguments = (1, backend.key, b"b", b"1", token.incarnation, token.counter, "writer-x")
+    arguments = (2, backend.key, backend.member_table().key, b"b", b"1", token.incarnation,
+                 token.counter, "writer-x", b"0")
     async with redis.asyncio.Redis(host="127.0.0.1", port=server.port) as client:
         first = await client.eval(SET_STATE_SCRIPT, *arguments)
         again = await client.eval(SET_STATE_SCRIPT, *arguments)
@@ -519,8 +547,8 @@ async def test_a_lost_notice_costs_latency_not_the_change(own_server: RedisServe
             async with raw.pipeline(transaction=True) as pipe:
                 pipe.client_kill_filter(_type="pubsub")
                 pipe.eval(
-                    SET_STATE_SCRIPT, 1, waiter.key, b"b", b"1", token.incarnation,
-                    token.counter, "test-writer",
+                    SET_STATE_SCRIPT, 2, waiter.key, waiter.member_table().key, b"b", b"1",
+                    token.incarnation, token.counter, "test-writer", b"0",
                 )  # fmt: skip
                 killed, reply = await pipe.execute()
             assert killed == 1
@@ -560,8 +588,8 @@ async def test_a_callers_retrying_client_re_reads_after_it_reconnects(
                 async with raw.pipeline(transaction=True) as pipe:
                     pipe.client_kill_filter(_type="pubsub")
                     pipe.eval(
-                        SET_STATE_SCRIPT, 1, waiter.key, b"b", b"1", token.incarnation,
-                        token.counter, "test-writer",
+                        SET_STATE_SCRIPT, 2, waiter.key, waiter.member_table().key, b"b",
+                        b"1", token.incarnation, token.counter, "test-writer", b"0",
                     )  # fmt: skip
                     killed, _ = await pipe.execute()
                 assert killed == 1
@@ -630,7 +658,7 @@ async def test_credentials_never_show(server: RedisServer, raw: redis.asyncio.Re
 # The rules docs/redis.md gives for a least-privilege user.
 DOCUMENTED_ACL = (
     "~arendezvous:* &arendezvous:* +hgetall +evalsha +eval +type +hmget +hset +hincrby +publish "
-    "+subscribe +ping +hello +hget +hdel +time"
+    "+subscribe +ping +hello +hget +hdel +time +pexpire +del +scan +hstrlen"
 )
 
 
@@ -639,8 +667,10 @@ async def test_the_documented_acl_is_enough(server: RedisServer, raw: redis.asyn
     rules = DOCUMENTED_ACL.split()
     await raw.execute_command("ACL", "SETUSER", user, "on", ">pw", *rules)  # type: ignore[no-untyped-call]
     try:
+        run_id = new_run_id()
         backend = open_backend(
-            f"redis://{user}:pw@127.0.0.1:{server.port}/0?timeout=0.1", run_id=new_run_id()
+            f"redis://{user}:pw@127.0.0.1:{server.port}/0?timeout=0.1&expire_after=60",
+            run_id=run_id,
         )
         _, token, _ = await backend.set_state(b"a")
         assert await backend.get_state() == (b"a", token)
@@ -662,6 +692,9 @@ async def test_the_documented_acl_is_enough(server: RedisServer, raw: redis.asyn
         assert [member.node for member in await table.members("h")] == ["a"]
         assert await table.count("h") == 1
         assert await table.delete("a", touched.version)
+        assert run_id in [run.run_id for run in await backend.list_runs()]
+        await raw.script_flush()
+        assert await backend.delete_run()
         await backend.aclose()
     finally:
         await raw.acl_deluser(user)
@@ -752,6 +785,179 @@ def test_the_client_is_imported_lazily() -> None:
     assert "pip install 'arendezvous[redis]'" in output
 
 
+# -- the run lifecycle -----------------------------------------------------------------------------
+
+
+async def test_deleting_a_run_deletes_both_of_its_keys(
+    server: RedisServer, raw: redis.asyncio.Redis
+) -> None:
+    backend = backend_on(server, new_run_id())
+    table = backend.member_table()
+    await backend.set_state(b"state")
+    await table.put("a", "g", b"v", None)
+    assert await raw.exists(backend.key, table.key) == 2
+    assert await backend.delete_run() is True
+    assert await raw.exists(backend.key, table.key) == 0
+    # A run of member records only is a run too; one of nothing is not.
+    await table.put("a", "g", b"v", None)
+    assert await backend.delete_run() is True
+    assert await raw.exists(table.key) == 0
+    assert await backend.delete_run() is False
+    await backend.aclose()
+
+
+async def test_a_waiter_sees_a_deleted_run_as_its_state_gone(server: RedisServer) -> None:
+    """The deletion's notice makes the waiter re-read; finding no state is no change, so it
+    waits on, and the run's next state (a new incarnation) is the change it reports."""
+    run_id = new_run_id()
+    waiter, other = observed_on(server, run_id), backend_on(server, run_id)
+    _, token, _ = await other.set_state(b"old")
+    results: list[Any] = []
+
+    async def wait() -> None:
+        results.append(await waiter.wait_for_change(token, timeout=10))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await waiter.reads_reached(1).wait()
+            assert await other.delete_run()
+            await waiter.reads_reached(2).wait()  # the notice's re-read found nothing
+            assert results == []
+            _, new_token, _ = await other.set_state(b"new")
+    assert results == [(b"new", new_token)]
+    assert isinstance(token, RedisToken)
+    assert isinstance(new_token, RedisToken)
+    assert new_token.incarnation != token.incarnation
+    await waiter.aclose()
+    await other.aclose()
+
+
+async def test_every_write_pushes_back_both_keys_expiry(
+    server: RedisServer, raw: redis.asyncio.Redis
+) -> None:
+    """A heartbeat (a member write) keeps the whole run alive, the state's key included; reads
+    do not. The keys' remaining lives are shortened by hand, so no time has to pass."""
+    backend = backend_on(server, new_run_id(), expire_after=60)
+    table = backend.member_table()
+    keys = (backend.key, table.key)
+
+    async def shorten() -> None:
+        for key in keys:
+            assert await raw.pexpire(key, 10_000)
+
+    async def ttls() -> list[int]:
+        return [await raw.pttl(key) for key in keys]
+
+    _, token, _ = await backend.set_state(b"state")
+    assert 55_000 < await raw.pttl(backend.key) <= 60_000
+    put = await table.put("a", "g", b"v", None)  # creates the member hash: both refreshed
+    assert put.member is not None
+    assert all(55_000 < ttl <= 60_000 for ttl in await ttls())
+    await shorten()
+    touched = await table.touch("a", put.member.version)
+    assert touched is not None
+    assert all(55_000 < ttl <= 60_000 for ttl in await ttls())
+    await shorten()
+    await backend.set_state(b"again", token)
+    assert all(55_000 < ttl <= 60_000 for ttl in await ttls())
+    await shorten()
+    assert await table.delete("a", touched.version)
+    assert all(55_000 < ttl <= 60_000 for ttl in await ttls())
+    await shorten()
+    await backend.get_state()
+    await table.get("a")
+    await table.members("g")
+    await backend.list_runs()
+    assert all(ttl <= 10_000 for ttl in await ttls())  # reading is not writing
+    await backend.aclose()
+
+
+async def test_listing_skips_what_is_not_ours(
+    server: RedisServer, raw: redis.asyncio.Redis
+) -> None:
+    # Every character SCAN's pattern treats specially: the prefix is matched literally.
+    prefix = f"t[1]*?\\{uuid.uuid4().hex[:8]}:"
+    ours = backend_on(server, "ours", key_prefix=prefix)
+    await ours.set_state(b"12345")
+    members_only = backend_on(server, "members-only", key_prefix=prefix)
+    await members_only.member_table().put("a", "g", b"v", None)
+    await members_only.member_table().put("b", "h", b"v", None)
+    legacy = backend_on(server, "legacy", key_prefix=prefix)
+    await legacy.set_state(b"x")
+    await legacy.member_table().put("a", "g", b"v", None)
+    # Written before the run lifecycle: no write times, no count of records.
+    await raw.hdel(legacy.key, "written")
+    await raw.hdel(legacy.member_table().key, "\x00written", "\x00records")
+    # Keys under the prefix that are not arendezvous runs.
+    base = prefix.encode()
+    await raw.set(base + b"a-string", b"x")
+    await raw.hset(base + b"a-foreign-hash", b"field", b"value")
+    await raw.hset(base + b"foreign\x00members", b"\x00format", b"other")
+    await raw.set(base + b"other\x00suffix", b"x")
+    await raw.set(base + b"\x00members", b"x")
+    await raw.hset(base + b"\xff\xfe", mapping={b"format": b"arendezvous/1", b"state": b"x"})
+    # A key that the prefix, read as a SCAN pattern, would match: no run under this prefix.
+    await raw.hset(b"tX" + base[1:] + b"run", mapping={b"format": b"arendezvous/1", b"state": b"x"})
+    runs = {run.run_id: run for run in await ours.list_runs()}
+    assert set(runs) == {"ours", "members-only", "legacy"}
+    assert (runs["ours"].size, runs["ours"].members) == (5, 0)
+    assert runs["ours"].age is not None
+    assert 0 <= runs["ours"].age < 5
+    assert (runs["members-only"].size, runs["members-only"].members) == (None, 2)
+    assert runs["members-only"].age is not None
+    assert 0 <= runs["members-only"].age < 5
+    assert runs["legacy"] == RunInfo("legacy", 1, None, None)
+    for backend in (ours, members_only, legacy):
+        await backend.aclose()
+
+
+async def test_listing_looks_at_many_runs_in_batches(
+    server: RedisServer, raw: redis.asyncio.Redis
+) -> None:
+    """More runs than one SCAN call or one script call takes are all found, once each."""
+    prefix = f"many-{uuid.uuid4().hex[:8]}:"
+    async with raw.pipeline(transaction=False) as pipe:
+        for number in range(600):
+            pipe.hset(f"{prefix}run-{number}",
+                      mapping={b"format": b"arendezvous/1", b"state": b"s" * (number % 7)})
+        await pipe.execute()
+    backend = backend_on(server, "run-0", key_prefix=prefix)
+    runs = await backend.list_runs()
+    assert sorted(run.run_id for run in runs) == sorted(f"run-{n}" for n in range(600))
+    assert all(run.size == int(run.run_id[4:]) % 7 for run in runs)
+    await backend.aclose()
+
+
+async def test_a_delete_racing_writers_leaves_one_outcome_or_the_other(
+    server: RedisServer,
+) -> None:
+    """Each script runs alone: a put racing the deletion is wholly before it (and deleted) or
+    wholly after (alone in a new table, counting only itself), never half of each."""
+    for _ in range(20):
+        run_id = new_run_id()
+        deleter, writer = backend_on(server, run_id), backend_on(server, run_id)
+        await deleter.set_state(b"old")
+        await deleter.member_table().put("a", "g", b"v", None)
+        puts: list[Any] = []
+
+        async def put(writer: RedisBackend = writer, puts: list[Any] = puts) -> None:
+            puts.append(await writer.member_table().put("b", "g", b"v", None))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(deleter.delete_run)
+            group.start_soon(put)
+        table = writer.member_table()
+        assert await writer.get_state() is None
+        assert await table.get("a") is None
+        if await table.get("b") is not None:
+            assert (puts[0].group_size, await table.count("g")) == (1, 1)  # put after
+        else:
+            assert (puts[0].group_size, await table.count("g")) == (2, 0)  # put before
+        await deleter.aclose()
+        await writer.aclose()
+
+
 # -- bad input -------------------------------------------------------------------------------------
 
 
@@ -766,6 +972,9 @@ def test_the_client_is_imported_lazily() -> None:
         ({"max_state_size": 1.5}, TypeError, "max_state_size"),
         ({"max_state_size": True}, TypeError, "max_state_size"),
         ({"key_prefix": b"x"}, TypeError, "key_prefix"),
+        ({"expire_after": 0}, ValueError, "expire_after"),
+        ({"expire_after": float("nan")}, ValueError, "expire_after"),
+        ({"expire_after": "60"}, TypeError, "expire_after"),
         ({"db": -1}, ValueError, "db"),
         ({"ssl": False, "ssl_ca_certs": "/ca.pem"}, ValueError, "tls=false"),
         ({"tls": False, "tls_ca_file": "/ca.pem"}, ValueError, "tls=false"),
@@ -850,10 +1059,15 @@ def test_tls_options_old_and_new_names_mean_the_same() -> None:
 
 
 def test_url_options_reach_the_backend() -> None:
-    backend = from_url("redis://h/1?key_prefix=job%2F&timeout=2.5&max_state_size=10", run_id="r")
+    backend = from_url(
+        "redis://h/1?key_prefix=job%2F&timeout=2.5&max_state_size=10&expire_after=90.5",
+        run_id="r",
+    )
     assert backend.key == b"job/r"
     assert backend.timeout == 2.5
     assert backend._max_state_size == 10
+    assert backend.expire_after == 90.5
+    assert from_url("redis://h", run_id="r").expire_after is None
     kwargs = backend._client_kwargs
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("h", 6379, 1)
     secure = from_url("rediss://u:p%40ss@h?ssl_ca_certs=/ca.pem&ssl_cert_reqs=optional", run_id="r")
@@ -878,6 +1092,8 @@ def test_url_options_reach_the_backend() -> None:
         ("redis://host?colour=red", "unknown option 'colour'"),
         ("redis://host?timeout=-1", "timeout"),
         ("redis://host?timeout=1&timeout=2", "twice"),
+        ("redis://host?expire_after=0", "expire_after"),
+        ("redis://host?expire_after=soon", "expire_after"),
         ("redis://host?max_state_size=big", "max_state_size"),
         ("redis://host?ssl_ca_certs=/ca.pem", "rediss://"),
         ("redis://host?tls_ca_file=/ca.pem", "rediss://"),
@@ -924,7 +1140,9 @@ async def test_member_records_are_one_hash_beside_the_state(
     assert fields[b"\x00incarnation"] == version.incarnation.encode()
     assert fields[b"\x00counter"] == b"1"
     assert fields[b"\x00size:g1"] == b"1"
+    assert fields[b"\x00records"] == b"1"
     number, seq, written, rest = fields[b"node-a"].split(b" ", 3)
+    assert fields[b"\x00written"] == written
     assert (number, seq, rest) == (b"1", b"1", b"g1\x00owner\x00 bytes")
     # The time of the write is the server's (TIME: seconds, microseconds), not this process's.
     assert before[0] * 10**6 + before[1] <= int(written) <= after[0] * 10**6 + after[1]
@@ -935,8 +1153,11 @@ async def test_member_records_are_one_hash_beside_the_state(
     fields = await _fields(raw, table.key)
     assert fields[b"\x00counter"] == b"2"
     assert fields[b"node-a"].split(b" ", 3)[0:2] == [b"2", b"1"]  # new version, same seq
+    assert fields[b"\x00written"] == fields[b"node-a"].split(b" ", 3)[2]
     assert await table.delete("node-a", touched.version)
     fields = await _fields(raw, table.key)
+    assert int(fields.pop(b"\x00written")) >= int(written)  # a delete is a write too
+    assert fields.pop(b"\x00records") == b"0"
     assert set(fields) == {b"\x00format", b"\x00incarnation", b"\x00counter"}  # size 0: gone
     await backend.aclose()
 
@@ -1025,6 +1246,10 @@ def _corrupt_cases() -> list[Any]:
                      id="size -1"),
         # A size the records contradict is caught where it is about to be decremented.
         pytest.param({b"\x00size:g": None}, ("put current", "delete"), id="no size"),
+        pytest.param({b"\x00records": b"x"}, ("put new", "delete"), id="records"),
+        pytest.param({b"\x00records": b"01"}, ("put new", "delete"), id="records 01"),
+        # A count of 0 while a record exists is caught where it is about to be decremented.
+        pytest.param({b"\x00records": b"0"}, ("delete",), id="records 0"),
     ]
     # A node id the client cannot decode, in the group listed.
     cases.append(pytest.param({b"\xff": b"1 1 1 g\x00v"}, ("members",), id="node id"))

@@ -3,7 +3,8 @@
 :class:`NetworkBackend` owns
 
 * the option checks (``timeout``; ``max_state_size``: an ``int``, not a ``bool``, from 1 to the
-  store's limit) and the size check of every state;
+  store's limit; ``expire_after``: ``None`` or a positive number of seconds, which each store
+  applies by its own expiry mechanism) and the size check of every state;
 * the loop-bound client: a store client belongs to the asyncio event loop it was opened on. A
   handle opens its client on the loop of its first call and follows the caller to a new loop once
   the old one has stopped; used from a loop while its own still runs in another thread, it raises
@@ -57,7 +58,7 @@ from .._loop_thread import LoopThread
 from .._notify import threadsafe_setter
 from ._feed import ChangeFeed, FeedHub, View
 
-__all__ = ("NetworkBackend", "check_max_state_size", "check_seconds")
+__all__ = ("NetworkBackend", "check_expire_after", "check_max_state_size", "check_seconds")
 
 _T = TypeVar("_T")
 
@@ -76,6 +77,16 @@ def check_seconds(name: str, value: object) -> float:
     if not 0 < value < math.inf:
         raise ValueError(f"{name} must be a positive, finite number of seconds")
     return float(value)
+
+
+def check_expire_after(value: object) -> float | None:
+    """The ``expire_after`` option of the run lifecycle: ``None`` (runs never expire) or a
+    positive, finite number of seconds after which a run nobody writes to disappears.
+
+    :raises TypeError: neither ``None`` nor a number.
+    :raises ValueError: zero, negative, infinite or NaN.
+    """
+    return None if value is None else check_seconds("expire_after", value)
 
 
 def check_max_state_size(value: object, limit: int, reason: str) -> int:
@@ -128,9 +139,17 @@ class NetworkBackend(RunHandle, AsyncRendezvousBackend):
 
     _where: str
 
-    def __init__(self, run_id: str, *, timeout: float, max_state_size: int) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        timeout: float,
+        max_state_size: int,
+        expire_after: float | None = None,
+    ) -> None:
         self._run_id = check_run_id(run_id)
         self._timeout = check_seconds("timeout", timeout)
+        self._expire_after = check_expire_after(expire_after)
         self._max_state_size = check_max_state_size(
             max_state_size, self.MAX_STATE_SIZE_LIMIT, self.MAX_STATE_SIZE_REASON
         )
@@ -152,6 +171,12 @@ class NetworkBackend(RunHandle, AsyncRendezvousBackend):
     def max_state_size(self) -> int:
         """The largest state accepted, in bytes."""
         return self._max_state_size
+
+    @property
+    def expire_after(self) -> float | None:
+        """Seconds after which a run nobody writes to (its state or member records) disappears,
+        or ``None``: runs never expire. Each store's documentation says how it expires them."""
+        return self._expire_after
 
     def _what(self, operation: str) -> str:
         """The start of every error message: what was done, to which run, where."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
+import time
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from ..._backend import DEFAULT_MAX_STATE_SIZE, Token, same_token
+from ..._backend import DEFAULT_MAX_STATE_SIZE, RunInfo, Token, same_token
 from ..._errors import ErrorTable, RendezvousConnectionError
 from .._feed import ChangeFeed
 from .._network import DEFAULT_TIMEOUT, NetworkBackend
@@ -21,7 +24,10 @@ from ._protocol import (
     decode,
     encode,
     error_table,
+    is_member_record,
+    prefix_range,
     sendable,
+    state_size,
 )
 
 __all__ = ("DEFAULT_ENDPOINT", "DEFAULT_KEY_PREFIX", "EtcdBackend")
@@ -31,6 +37,20 @@ DEFAULT_ENDPOINT = "localhost:2379"
 
 DEFAULT_KEY_PREFIX = "/arendezvous/"
 """Prefix of every run's key; the run id follows it."""
+
+_MAX_LEASE_TTL = 9_000_000_000
+"""etcd's largest lease TTL in seconds (``MaxLeaseTTL``): it refuses to grant a longer one."""
+
+_LIST_PAGE = 1024
+"""Keys ``list_runs`` asks for per ``Range`` (halved while an answer is over the size limit)."""
+
+
+def _lease_ttl(expire_after: float) -> int:
+    """The TTL, in whole seconds, to grant a run's lease: *expire_after* and a quarter of it
+    more (at least a second more). Writes refresh the lease only once that margin has passed
+    since this handle last did, so a heartbeat mostly costs its own transaction alone, and a run
+    never lapses before *expire_after* has passed since its last write."""
+    return math.ceil(expire_after + max(1.0, expire_after / 4))
 
 
 class EtcdBackend(NetworkBackend):
@@ -57,6 +77,15 @@ class EtcdBackend(NetworkBackend):
     :param tls_verify: ``full`` only: gRPC always checks the certificate and the name.
     :param max_state_size: largest accepted state in bytes, at most :data:`MAX_STATE_SIZE_LIMIT`
         (what etcd's 1.5 MiB request limit leaves for the state).
+    :param expire_after: seconds after which a run nobody writes to disappears (``None``, the
+        default: never). Every key the run's writes put is attached to one lease per run,
+        whose TTL is *expire_after* plus a quarter (at least a second more), rounded up to whole
+        seconds; writes of the state and of member records keep it alive (a keep-alive before
+        the write, at most once per that margin per handle, so a run lapses between
+        *expire_after* and the TTL after its last write, plus etcd's own check, every half
+        second). Open handles do not keep it alive: only writes do. When the lease lapses,
+        etcd deletes every key attached to it in one step. Give every handle of a run the same
+        value: a write without one detaches the key it writes from the lease.
 
     Runs on asyncio and trio (there on arendezvous's asyncio loop thread). Safe to share between
     tasks; all its waiters share one watch stream. Cancelling ``set_state`` leaves the
@@ -86,11 +115,15 @@ class EtcdBackend(NetworkBackend):
         cert_key: str | None = None,
         cert_cert: str | None = None,
         max_state_size: int = DEFAULT_MAX_STATE_SIZE,
+        expire_after: float | None = None,
     ) -> None:
-        super().__init__(run_id, timeout=timeout, max_state_size=max_state_size)
+        super().__init__(
+            run_id, timeout=timeout, max_state_size=max_state_size, expire_after=expire_after
+        )
         if not isinstance(key_prefix, str):
             raise TypeError(f"key_prefix must be str, not {type(key_prefix).__name__}")
-        self._key = (key_prefix + run_id).encode("utf-8", "surrogatepass")
+        self._prefix = key_prefix.encode("utf-8", "surrogatepass")
+        self._key = self._prefix + run_id.encode("utf-8", "surrogatepass")
         if len(self._key) > MAX_KEY_SIZE:
             raise ValueError(
                 f"key_prefix + run_id is {len(self._key)} bytes; etcd's request limit leaves "
@@ -123,11 +156,31 @@ class EtcdBackend(NetworkBackend):
         self._where = "etcd://" + ",".join(self.endpoints)
         self._feed: WatchFeed | None = None
         self._members: EtcdMemberTable | None = None
+        # The run's lease: its id is a hash of the run's key, so every handle of the run, on
+        # any machine, attaches its writes to the same lease with no key to agree on it.
+        self._lease = 0
+        self._lease_wanted = 0
+        if self._expire_after is not None:
+            self._lease_wanted = _lease_ttl(self._expire_after)
+            if self._lease_wanted > _MAX_LEASE_TTL:
+                raise ValueError(f"expire_after must be at most {_MAX_LEASE_TTL * 4 // 5} s "
+                                 "(etcd's longest lease)")  # fmt: skip
+            digest = hashlib.sha256(b"arendezvous run lease\0" + self._key).digest()
+            self._lease = int.from_bytes(digest[:8], "big") >> 1 or 1  # positive, never 0
+        # When this handle last kept the lease alive (its monotonic clock, taken before the
+        # request went out) and the TTL etcd then reported.
+        self._lease_kept: float | None = None
+        self._lease_ttl = 0
 
     @property
     def key(self) -> bytes:
         """The etcd key holding the run's state."""
         return self._key
+
+    @property
+    def lease(self) -> int:
+        """The id of the etcd lease the run's keys are attached to (0: runs never expire)."""
+        return self._lease
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -253,14 +306,13 @@ class EtcdBackend(NetworkBackend):
                 result=rpc.Compare.EQUAL,
                 mod_revision=token.mod_revision,
             )
+        put = rpc.PutRequest(key=self._key, value=encode(state), lease=self._lease)
         request = rpc.TxnRequest(
             compare=[compare],
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=self._key, value=encode(state)))],
+            success=[rpc.RequestOp(request_put=put)],
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=self._key))],
         )
-        response, ambiguous = await self._call(
-            client, "set_state", "Txn", request, idempotent=False
-        )
+        response, ambiguous = await self._write(client, "set_state", request)
         cluster_id = response.header.cluster_id
         if response.succeeded:
             # The put is the transaction's only write, so the key's new mod_revision is the
@@ -272,3 +324,180 @@ class EtcdBackend(NetworkBackend):
         if not kvs:
             return b"", None, False
         return (*self._decode_kv(kvs[0], cluster_id), False)
+
+    # -- the run's lease: expiry ----------------------------------------------------------------
+
+    async def _write(self, cluster: Cluster, operation: str, request: Any) -> tuple[Any, bool]:
+        """A transaction that writes the run (its state or member records), keeping the run's
+        lease alive first when the handle has an ``expire_after``.
+
+        The keys it puts carry the lease. Should the lease have lapsed between the keep-alive
+        and the transaction (etcd then refuses the whole transaction: nothing was written), it
+        is granted again and the transaction sent once more.
+        """
+        if not self._lease:
+            return await self._call(cluster, operation, "Txn", request, idempotent=False)
+        await self._keep_lease(cluster, operation)
+        try:
+            return await self._call(cluster, operation, "Txn", request, idempotent=False)
+        except RendezvousConnectionError as exc:
+            if not self._lease_missing(exc.__cause__):
+                raise
+        self._lease_kept = None
+        await self._keep_lease(cluster, operation)
+        return await self._call(cluster, operation, "Txn", request, idempotent=False)
+
+    def _lease_missing(self, exc: BaseException | None) -> bool:
+        grpc = self._grpc
+        return (
+            isinstance(exc, grpc.aio.AioRpcError)
+            and exc.code() == grpc.StatusCode.NOT_FOUND
+            and "lease not found" in (exc.details() or "")
+        )
+
+    async def _keep_lease(self, cluster: Cluster, operation: str) -> None:
+        """Keep the run's lease alive, or grant it if etcd does not know it (never granted, or
+        lapsed), unless this handle did so less than the TTL's margin over ``expire_after``
+        ago: the lease then outlives ``expire_after`` from now anyway."""
+        assert self._expire_after is not None
+        started = time.monotonic()
+        kept = self._lease_kept
+        if kept is not None and started - kept < self._lease_ttl - self._expire_after:
+            return
+        rpc = self._rpc
+        for _ in range(3):
+            response, _ = await cluster.call(
+                "LeaseKeepAlive", rpc.LeaseKeepAliveRequest(ID=self._lease), idempotent=True,
+                operation=operation, service="lease",
+            )  # fmt: skip
+            if response.TTL > 0:
+                self._lease_kept, self._lease_ttl = started, response.TTL
+                return
+            # etcd does not know the lease (a TTL of 0): grant it. Another handle may do the
+            # same at once; then this grant finds it exists, and the keep-alive runs again.
+            request = rpc.LeaseGrantRequest(ID=self._lease, TTL=self._lease_wanted)
+            try:
+                granted, _ = await cluster.call(
+                    "LeaseGrant", request, idempotent=True, operation=operation,
+                    service="lease",
+                )  # fmt: skip
+            except RendezvousConnectionError as exc:
+                if not self._lease_exists(exc.__cause__):
+                    raise
+                continue
+            self._lease_kept, self._lease_ttl = started, granted.TTL
+            return
+        raise RendezvousConnectionError(
+            f"{self._what(operation)}: the run's lease {self._lease} kept lapsing while it was "
+            "granted again"
+        )
+
+    def _lease_exists(self, exc: BaseException | None) -> bool:
+        grpc = self._grpc
+        return (
+            isinstance(exc, grpc.aio.AioRpcError)
+            and exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+            and "lease already exists" in (exc.details() or "")
+        )
+
+    # -- the run lifecycle ---------------------------------------------------------------------
+
+    async def delete_run(self) -> bool:
+        """Delete the run's key and every key named after it (its member records and their group
+        index: ``<key>\\0...``) with one ``DeleteRange`` from the run's key up to ``<key>\\x01``,
+        which etcd applies at one revision: a reader sees all of them or none.
+
+        Revisions never repeat, so no token or member version of the deleted run matches the run
+        created again. Waiters see the deletion as the state gone (the watch reports it) and
+        wait on for a new state. The run's lease, if it has one, is left to lapse by itself:
+        revoking it could delete a run created again meanwhile. Returns whether anything was
+        deleted.
+
+        :raises BackendClosedError: the handle was closed.
+        :raises RendezvousConnectionError: etcd cannot be reached; the deletion may or may not
+            have happened.
+        """
+        deleted: bool = await self._on_client(self._delete_run)
+        return deleted
+
+    async def _delete_run(self, cluster: Cluster) -> bool:
+        # Every key of the run starts with its key and then, if anything, NUL; another run's key
+        # goes on with a character of its id, never NUL (run ids contain none), so it is past
+        # <key>\x01 or before <key>.
+        request = self._rpc.DeleteRangeRequest(key=self._key, range_end=self._key + b"\x01")
+        response, ambiguous = await self._call(
+            cluster, "delete_run", "DeleteRange", request, idempotent=False
+        )
+        if response.deleted == 0 and ambiguous:
+            raise self._ambiguous("delete_run", "nothing to delete")
+        return bool(response.deleted)
+
+    async def list_runs(self) -> list[RunInfo]:
+        """The runs under this handle's key prefix: ``Range`` requests over the prefix, at one
+        revision, :data:`_LIST_PAGE` keys each, reading every key of the namespace (the states'
+        values included: etcd cannot tell a value's size without sending it) -- O(runs + member
+        records) keys and their bytes, in pages of bounded count.
+
+        ``age`` is ``None``: etcd keeps no time a client could read (a lease counts down, but
+        says nothing of a key's last write). ``size`` is ``None`` for a run with member records
+        but no state. Keys under the prefix that are not this backend's (a value without its
+        header, a name it never makes) are skipped.
+
+        :raises BackendClosedError: the handle was closed.
+        :raises RendezvousConnectionError: etcd cannot be reached.
+        """
+        runs: list[RunInfo] = await self._on_client(self._list_runs)
+        return runs
+
+    async def _list_runs(self, cluster: Cluster) -> list[RunInfo]:
+        start, end = prefix_range(self._prefix)
+        limit, revision = _LIST_PAGE, 0
+        found: dict[bytes, list[Any]] = {}  # run id (encoded) -> [state size, member records]
+        while True:
+            request = self._rpc.RangeRequest(
+                key=start, range_end=end, limit=limit, revision=revision
+            )
+            try:
+                response, _ = await self._call(
+                    cluster, "list_runs", "Range", request, idempotent=True
+                )
+            except RendezvousConnectionError as exc:
+                if limit > 1 and self._too_large(exc.__cause__):
+                    limit //= 2  # a page of large states: fewer keys per page
+                    continue
+                raise
+            # Every page at the first one's revision: one consistent picture of the namespace.
+            revision = revision or response.header.revision
+            for kv in response.kvs:
+                self._note(found, kv.key, kv.value)
+            if not response.more or not response.kvs:
+                break
+            start = response.kvs[-1].key + b"\0"
+        runs = []
+        for run, (size, members) in found.items():
+            try:
+                run_id = run.decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError:
+                continue  # no run id encodes to these bytes: not ours
+            if size is not None or members:
+                runs.append(RunInfo(run_id, size, None, members))
+        return runs
+
+    def _note(self, found: dict[bytes, list[Any]], key: bytes, value: bytes) -> None:
+        """Count *key* into the run it belongs to, if it is one of this backend's keys."""
+        run, nul, rest = key[len(self._prefix):].partition(b"\0")
+        if not run:
+            return
+        if not nul:
+            size = state_size(value)
+            if size is not None:
+                found.setdefault(run, [None, 0])[0] = size
+        elif rest.startswith(b"m/") and is_member_record(value):
+            found.setdefault(run, [None, 0])[1] += 1
+
+    def _too_large(self, exc: BaseException | None) -> bool:
+        grpc = self._grpc
+        return (
+            isinstance(exc, grpc.aio.AioRpcError)
+            and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        )

@@ -33,7 +33,7 @@ import anyio.lowlevel
 from ..._errors import ErrorTable, RendezvousConnectionError, translate
 from .._urlparse import parse_host_port
 
-__all__ = ("Cluster", "Member", "cancellable", "parse_endpoints")
+__all__ = ("Cluster", "LeaseCalls", "Member", "cancellable", "parse_endpoints")
 
 # gRPC reconnects after 1 s, then backs off up to 2 min by default: far too slow to notice that a
 # restarted etcd is back. Keepalive pings find a silently dead connection under a quiet watch;
@@ -129,10 +129,58 @@ async def cancellable(
     return task.result()
 
 
+class _FirstAnswer:
+    """The first response of a streaming call, awaited like a unary call's (``cancel()``
+    cancels the stream, as :func:`cancellable` expects of a call)."""
+
+    def __init__(self, grpc: Any, call: Any) -> None:
+        self._grpc = grpc
+        self._call = call
+
+    def __await__(self) -> Any:
+        return self._first().__await__()
+
+    async def _first(self) -> Any:
+        response = await self._call.read()
+        if response is self._grpc.aio.EOF:
+            raise RendezvousConnectionError("the stream ended without an answer")
+        return response
+
+    def cancel(self) -> bool:
+        cancelled: bool = self._call.cancel()
+        return cancelled
+
+
+class LeaseCalls:
+    """A member's ``Lease`` service as :meth:`Cluster.call` calls it: one request, one answer.
+
+    ``LeaseKeepAlive`` is a stream, meant to be held open by a process that keeps a lease alive
+    while it lives; a run's lease is kept alive by the run's writes instead (see
+    :mod:`._backend`), so each keep-alive is a stream of one request, whose first answer is the
+    call's, and which etcd ends once the request side is closed.
+    """
+
+    __slots__ = ("_grpc", "_stub")
+
+    def __init__(self, grpc: Any, stub: Any) -> None:
+        self._grpc = grpc
+        self._stub = stub
+
+    def LeaseGrant(self, request: Any, **options: Any) -> Any:
+        """``Lease.LeaseGrant``, unary already."""
+        return self._stub.LeaseGrant(request, **options)
+
+    def LeaseKeepAlive(self, request: Any, **options: Any) -> _FirstAnswer:
+        """``Lease.LeaseKeepAlive`` with the one *request*: its answer."""
+        return _FirstAnswer(self._grpc, self._stub.LeaseKeepAlive(iter((request,)), **options))
+
+
 class Member:
     """One etcd member: its address, and its channel and stubs once used."""
 
-    __slots__ = ("auth", "auth_lock", "channel", "kv", "metadata", "shown", "target", "watch")
+    __slots__ = (
+        "auth", "auth_lock", "channel", "kv", "lease", "metadata", "shown", "target", "watch",
+    )
 
     def __init__(self, host: str, port: int) -> None:
         self.shown = shown_endpoint(host, port)
@@ -140,6 +188,7 @@ class Member:
         self.channel: Any = None
         self.kv: Any = None
         self.watch: Any = None
+        self.lease: LeaseCalls | None = None
         self.auth: Any = None
         self.auth_lock = asyncio.Lock()
         #: The auth token's call metadata, once authenticated (per member: simple tokens are).
@@ -210,6 +259,7 @@ class Cluster:
             member.channel = channel
             member.kv, member.watch = rpc.KVStub(channel), rpc.WatchStub(channel)
             member.auth = rpc.AuthStub(channel)
+            member.lease = LeaseCalls(grpc, rpc.LeaseStub(channel))
             member.metadata = None
         return member
 
@@ -266,9 +316,10 @@ class Cluster:
         return "final"
 
     async def call(
-        self, method: str, request: Any, *, idempotent: bool, operation: str
+        self, method: str, request: Any, *, idempotent: bool, operation: str, service: str = "kv"
     ) -> tuple[Any, bool]:
-        """Call ``KV.<method>``, trying the members in turn within one deadline.
+        """Call ``KV.<method>`` (or ``Lease.<method>``, with *service* ``"lease"``: see
+        :class:`LeaseCalls`), trying the members in turn within one deadline.
 
         Returns ``(response, ambiguous)``: *ambiguous* is true when an earlier attempt of this
         (non-idempotent) call failed in a way that may have applied it.
@@ -298,7 +349,7 @@ class Cluster:
                         # A call cancelled before it starts sends nothing at all.
                         await anyio.lowlevel.checkpoint_if_cancelled()
                     response = await cancellable(
-                        getattr(member.kv, method)(
+                        getattr(getattr(member, service), method)(
                             request, timeout=budget, metadata=metadata, wait_for_ready=False
                         ),
                         settle_on_cancel=not idempotent,

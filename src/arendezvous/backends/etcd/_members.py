@@ -30,6 +30,10 @@ There is no store clock a client could read (etcd's leases count down but do not
 age), so ``has_clock`` is false and :meth:`EtcdMemberTable.wait_for_change` pushes every write of a
 record to whoever watches it, through the handle's one watch stream: the event itself says the
 record moved, so a heartbeat reaches its watcher without a read.
+
+With an ``expire_after``, the keys a write puts carry the run's lease, and every write keeps it
+alive as the handle's own writes do (see :class:`~arendezvous.backends.etcd.EtcdBackend`): a
+heartbeat keeps the whole run alive.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from ._protocol import (
     MemberRecord,
     decode_member,
     encode_member,
+    prefix_range,
     sendable_version,
 )
 
@@ -63,12 +68,6 @@ if TYPE_CHECKING:
     from ._cluster import Cluster
 
 __all__ = ("EtcdMemberTable",)
-
-
-def _range_end(prefix: bytes) -> bytes:
-    """The end of etcd's range of every key starting with *prefix* (which never ends in 0xff:
-    the prefixes here end in ``/`` or NUL)."""
-    return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
 class EtcdMemberTable(MemberTable):
@@ -120,6 +119,11 @@ class EtcdMemberTable(MemberTable):
         return await self._backend._call(
             cluster, f"member {operation}", method, request, idempotent=idempotent
         )
+
+    async def _write(self, cluster: Cluster, operation: str, request: Any) -> tuple[Any, bool]:
+        """A writing transaction, keeping the run's lease alive like the handle's own writes:
+        a heartbeat keeps the whole run alive."""
+        return await self._backend._write(cluster, f"member {operation}", request)
 
     def _member(self, node: str, kv: Any, cluster_id: int) -> Member:
         raw = bytes(kv.value)
@@ -187,7 +191,8 @@ class EtcdMemberTable(MemberTable):
         return await self._backend._on_client(self._count, prefix)
 
     async def _count(self, cluster: Cluster, prefix: bytes) -> int:
-        request = self._rpc.RangeRequest(key=prefix, range_end=_range_end(prefix), count_only=True)
+        request = self._rpc.RangeRequest(key=prefix, range_end=prefix_range(prefix)[1],
+                                         count_only=True)
         response, _ = await self._call(cluster, "count", "Range", request, idempotent=True)
         return int(response.count)
 
@@ -199,9 +204,9 @@ class EtcdMemberTable(MemberTable):
         rpc = self._rpc
         request = rpc.TxnRequest(success=[
             rpc.RequestOp(request_range=rpc.RangeRequest(
-                key=prefix, range_end=_range_end(prefix), keys_only=True)),
+                key=prefix, range_end=prefix_range(prefix)[1], keys_only=True)),
             rpc.RequestOp(request_range=rpc.RangeRequest(
-                key=self._records, range_end=_range_end(self._records))),
+                key=self._records, range_end=prefix_range(self._records)[1])),
         ])  # fmt: skip
         # Read-only: etcd answers it like a Range, both ranges at one revision.
         response, _ = await self._call(cluster, "members", "Txn", request, idempotent=True)
@@ -256,24 +261,25 @@ class EtcdMemberTable(MemberTable):
             compare = self._is_current(vetted[0])
             old = vetted[1]
         stored = encode_member(group, value, SEQ_IS_MOD_REVISION)
+        lease = self._backend.lease
         success = [
             # Counted before the writes: what the group held, and whether this node was in it.
             rpc.RequestOp(request_range=rpc.RangeRequest(
-                key=prefix, range_end=_range_end(prefix), count_only=True)),
+                key=prefix, range_end=prefix_range(prefix)[1], count_only=True)),
             rpc.RequestOp(request_range=rpc.RangeRequest(key=index, count_only=True)),
-            rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=stored)),
+            rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=stored, lease=lease)),
         ]  # fmt: skip
         if old is not None and old.group != group:
             old_index = self._index_key(old.group, node)
             success.append(rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=old_index)))
         # Put in the same group too: etcd refuses a transaction that deletes and puts one key.
-        success.append(rpc.RequestOp(request_put=rpc.PutRequest(key=index)))
+        success.append(rpc.RequestOp(request_put=rpc.PutRequest(key=index, lease=lease)))
         request = rpc.TxnRequest(
             compare=compare,
             success=success,
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key))],
         )
-        response, ambiguous = await self._call(cluster, "put", "Txn", request, idempotent=False)
+        response, ambiguous = await self._write(cluster, "put", request)
         cluster_id = response.header.cluster_id
         if response.succeeded:
             revision = response.header.revision  # the transaction's, so the record's new one
@@ -300,11 +306,11 @@ class EtcdMemberTable(MemberTable):
         rpc = self._rpc
         seq = record.seq or current.mod_revision
         stored = encode_member(record.group, record.value, seq)
+        put = rpc.PutRequest(key=key, value=stored, lease=self._backend.lease)
         request = rpc.TxnRequest(
-            compare=self._is_current(current),
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=stored))],
+            compare=self._is_current(current), success=[rpc.RequestOp(request_put=put)]
         )
-        response, ambiguous = await self._call(cluster, "touch", "Txn", request, idempotent=False)
+        response, ambiguous = await self._write(cluster, "touch", request)
         if response.succeeded:
             touched = EtcdMemberVersion(
                 response.header.cluster_id, key, response.header.revision, stored
@@ -333,7 +339,7 @@ class EtcdMemberTable(MemberTable):
                     key=self._index_key(record.group, node))),
             ],
         )  # fmt: skip
-        response, ambiguous = await self._call(cluster, "delete", "Txn", request, idempotent=False)
+        response, ambiguous = await self._write(cluster, "delete", request)
         if not response.succeeded and ambiguous:
             raise self._ambiguous("delete")
         return bool(response.succeeded)

@@ -25,8 +25,11 @@ __all__ = (
     "encode",
     "encode_member",
     "error_table",
+    "is_member_record",
+    "prefix_range",
     "sendable",
     "sendable_version",
+    "state_size",
 )
 
 MAX_REQUEST_BYTES = 1536 * 1024
@@ -69,6 +72,24 @@ def decode(value: bytes, key: bytes) -> bytes:
     if zlib.crc32(state, _HEADER_CRC) != int.from_bytes(value[len(_HEADER) : _HEADER_SIZE], "big"):
         raise RendezvousStateError(f"etcd key {key!r}: state checksum mismatch (corrupt value)")
     return state
+
+
+def state_size(value: bytes) -> int | None:
+    """The size of the state in a stored *value* that carries this backend's header (its
+    checksum unchecked: a corrupt state of ours is still ours), else ``None``: not ours."""
+    if len(value) < _HEADER_SIZE or value[: len(_HEADER)] != _HEADER:
+        return None
+    return len(value) - _HEADER_SIZE
+
+
+def prefix_range(prefix: bytes) -> tuple[bytes, bytes]:
+    """``(key, range_end)`` of etcd's range of every key that starts with *prefix*: the prefix
+    with its last byte below 0xff incremented (and what follows it dropped); ``b"\\0"``, etcd's
+    "to the end", when there is none (an empty prefix, or one of 0xff bytes only)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return prefix or b"\0", b"\0"
+    return prefix, stripped[:-1] + bytes([stripped[-1] + 1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +154,12 @@ def encode_member(group: str, value: bytes, seq: int) -> bytes:
     return b"".join(
         (_MEMBER_HEADER, zlib.crc32(body, _MEMBER_HEADER_CRC).to_bytes(4, "big"), body)
     )
+
+
+def is_member_record(raw: bytes) -> bool:
+    """Whether *raw* starts like a member record this backend writes (for counting records
+    cheaply: :func:`decode_member` checks the rest)."""
+    return raw[: len(_MEMBER_HEADER)] == _MEMBER_HEADER
 
 
 def decode_member(raw: bytes, key: bytes) -> MemberRecord:

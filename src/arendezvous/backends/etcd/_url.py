@@ -14,6 +14,7 @@ _OPTIONS: dict[str, Any] = {
     "timeout": parse_seconds,
     "key_prefix": str,
     "max_state_size": int,
+    "expire_after": parse_seconds,
     **TLS_URL_OPTIONS,
     # The older names of the TLS options, kept working.
     "ca_cert": str,
@@ -35,7 +36,9 @@ def from_url(url: str, *, run_id: str) -> EtcdBackend:
       client key (older names ``ca_cert``, ``cert_cert``, ``cert_key``);
     * ``tls`` -- ``true`` to use TLS with the system's CA roots (implied by the files above);
     * ``max_state_size`` -- bytes (default 1 MiB; at most what etcd's 1.5 MiB request limit
-      leaves).
+      leaves);
+    * ``expire_after`` -- seconds after which a run nobody writes to disappears (default:
+      never), through an etcd lease.
 
     :raises ValueError: malformed URL, unknown or bad option (the message never repeats the
         password).

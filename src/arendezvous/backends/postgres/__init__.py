@@ -6,6 +6,8 @@ The table (created on first use, see :data:`CREATE_TABLE_SQL`)::
     incarnation bytea NOT NULL       -- 16 random bytes, new each time the run's row is created
     version     bigint GENERATED ALWAYS AS IDENTITY   -- a new sequence value on every write
     state       bytea NOT NULL       -- b"ARDP", format version, CRC-32 of the state, the state
+    written_at  timestamptz NOT NULL -- the server's time of the last write
+    expires_at  timestamptz NOT NULL -- 'infinity', or the last write plus expire_after
 
 A token is :class:`PostgresToken` ``(incarnation, version)``. The version comes from the table's
 sequence, so it never repeats within the table, not even when a row is deleted and created again;
@@ -28,6 +30,14 @@ row per node in ``<table>_members`` beside the state table, made on first use li
 (:data:`CREATE_MEMBERS_SQL`, :func:`create_members_sql`): every operation one round trip, a put
 returning its group's size counted atomically with the write, ages by the server's clock, and
 no ``NOTIFY``, so a heartbeat wakes nobody. Its versions are :class:`PostgresMemberVersion`.
+
+The run lifecycle: a run is its state row and its member rows, and it lives while one of them
+has not expired (each row's ``expires_at`` is pushed back by its own writes, so heartbeats keep a
+run whose state is quiet alive); every read leaves out an expired run. ``delete_run`` and the
+clean-up of expired runs call the function ``<table>_purge``, which deletes both kinds of rows
+in one transaction under the run's advisory lock (every member put holds it shared).
+``list_runs`` is one statement joining both tables. The state's statements read the member
+table, so the backend makes both tables (and their functions) together, on first use.
 
 Connections: a small pool of the handle's own (``_pool`` says why not ``asyncpg.Pool``), plus the
 listening connection while anyone waits.

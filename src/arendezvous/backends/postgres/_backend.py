@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, Final, TypeVar
 
 import anyio
 
-from ..._backend import DEFAULT_MAX_STATE_SIZE, Token, same_token
+from ..._backend import DEFAULT_MAX_STATE_SIZE, RunInfo, Token, same_token
 from ..._compat import import_optional
 from ..._errors import ErrorTable, RendezvousConnectionError, RendezvousStateError
 from .._feed import ChangeFeed
@@ -22,6 +24,8 @@ from ._members import PostgresMemberTable
 from ._pool import ConnectionPool, time_left
 from ._sql import (
     DEFAULT_TABLE,
+    HEADER_SIZE,
+    HEADER_START,
     MAX_STATE_SIZE_LIMIT,
     PostgresToken,
     Statements,
@@ -45,6 +49,14 @@ DEFAULT_HEARTBEAT: Final = 10.0
 """Seconds ``wait_for_change`` waits for a notice before checking the listening connection."""
 
 _INSERT_ATTEMPTS = 8
+
+_TIDY_ON_WRITE = 16
+"""Expired runs a write deletes at most, when its handle's turn to clean up has come."""
+
+_TIDY_ON_LIST = 256
+"""Expired runs ``list_runs`` deletes at most, of each kind (with a state row; member rows only)."""
+
+_log = logging.getLogger("arendezvous.backends.postgres")
 
 _WRITES: Final = frozenset({"set_state", "member put", "member touch", "member delete"})
 """The operations whose cancellation is settled (see :meth:`PostgresBackend._run_in`)."""
@@ -108,6 +120,16 @@ class PostgresBackend(NetworkBackend):
         added to *dsn* as libpq's ``sslmode``, ``sslrootcert``, ``sslcert`` and ``sslkey``.
     :param connect_kwargs: more keyword arguments for ``asyncpg.connect`` (``ssl=`` an
         :class:`ssl.SSLContext`, ``password=``, ``server_settings=``, ...).
+    :param expire_after: seconds after which a run nobody writes to disappears (``None``, the
+        default: never). Every row a write of this handle makes or changes -- the run's state
+        row, a member record -- is stamped to expire that long after it, by the server's clock
+        (``expires_at``); the run lives while one of its rows has not expired, so heartbeats
+        keep a run whose state is quiet alive. Every read leaves out an expired run; its rows
+        are deleted by a bounded clean-up that writes of expiring handles run now and then (at
+        most once per *expire_after* per handle, at most 16 runs) and that ``list_runs`` runs,
+        or when the run is created again -- never by a background task. Give every handle of a
+        run the same value: a row written by a handle without one never expires, and keeps its
+        run alive.
 
     Runs on asyncio and trio (there on arendezvous's asyncio loop thread). Safe to share between
     tasks; all its waiters share one listening connection. A cancelled ``set_state`` has either
@@ -135,9 +157,12 @@ class PostgresBackend(NetworkBackend):
         tls_key_file: str | None = None,
         tls_verify: str | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
+        expire_after: float | None = None,
     ) -> None:
         self._asyncpg = import_optional("asyncpg", "postgres")
-        super().__init__(run_id, timeout=timeout, max_state_size=max_state_size)
+        super().__init__(
+            run_id, timeout=timeout, max_state_size=max_state_size, expire_after=expire_after
+        )
         tls_given = (tls, tls_ca_file, tls_cert_file, tls_key_file, tls_verify)
         tls_options = TlsOptions.build(
             tls=tls,
@@ -159,16 +184,26 @@ class PostgresBackend(NetworkBackend):
             raise ValueError("connect_kwargs must not set dsn or timeout: they are arguments here")
         self._channel = channel(self._table, self._run_id)
         self._where = f"{shown_dsn(self._dsn)} (table {self._table})"
-        self._sql = Statements(self._table_sql)
+        self._member_sql = MemberStatements(self._table)
+        names = self._member_sql.names
+        self._sql = Statements(self._table_sql, names.members)
         self._errors = error_table(self._asyncpg)
-        self._state_objects = _Objects(
-            exists="SELECT to_regclass($1) IS NOT NULL",
-            exists_args=(self._table_sql,),
-            create=self._sql.create,
+        # One set of objects: the state's statements read the member table too (a run lives
+        # while any of its rows does), so both tables and their functions are made together.
+        self._objects = _Objects(
+            exists=(
+                "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL"
+                " AND to_regprocedure($3) IS NOT NULL AND to_regprocedure($4) IS NOT NULL"
+            ),
+            exists_args=(self._table_sql, names.members, names.put_signature,
+                         names.purge_signature),
+            create=f"{self._sql.create};\n{self._member_sql.create}",
             lock_key=advisory_key(self._table_sql),
-            missing=(self._asyncpg.UndefinedTableError,),
-        )
+            missing=(self._asyncpg.UndefinedTableError, self._asyncpg.UndefinedFunctionError),
+        )  # fmt: skip
         self._members: PostgresMemberTable | None = None
+        # When this handle last ran the clean-up of expired runs (its monotonic clock).
+        self._tidied: float | None = None
         # The latest token this handle saw and the stored bytes it came with, so that a write
         # with it can check in SQL that the row still holds them (see Statements.update).
         self._known: tuple[PostgresToken, bytes] | None = None
@@ -219,8 +254,8 @@ class PostgresBackend(NetworkBackend):
     def _run(
         self, pool: ConnectionPool, what: str, operation: Callable[..., Awaitable[_T]], *args: Any
     ) -> Awaitable[_T]:
-        """:meth:`_run_in` on the state table (its coroutine, not awaited: a frame less)."""
-        return self._run_in(pool, self._state_objects, what, operation, *args)
+        """:meth:`_run_in` on the tables (its coroutine, not awaited: a frame less)."""
+        return self._run_in(pool, self._objects, what, operation, *args)
 
     async def _run_in(
         self,
@@ -240,6 +275,9 @@ class PostgresBackend(NetworkBackend):
         deadline) returns only once the server has finished the statement, committed or rolled
         back, so a cancelled write never applies after it returned; the connection is then
         clean, and reused.
+
+        Before a write of a handle with an ``expire_after`` whose turn has come, the bounded
+        clean-up of expired runs runs on the same connection (:meth:`_tidy`).
         """
         deadline = pool.loop.time() + self._timeout
         with self._mapped(what):
@@ -248,6 +286,8 @@ class PostgresBackend(NetworkBackend):
             try:
                 if not objects.ready:
                     await self._create(connection, deadline, objects)
+                if what in _WRITES and self._tidy_due():
+                    await self._tidy(connection, deadline, _TIDY_ON_WRITE, with_members=False)
                 try:
                     result = await operation(connection, deadline, *args)
                 except objects.missing:
@@ -286,22 +326,7 @@ class PostgresBackend(NetworkBackend):
         (see :class:`PostgresMemberTable`). One table per handle, on the handle's connections;
         it closes with the handle."""
         if self._members is None:
-            statements = MemberStatements(self._table)
-            names = statements.names
-            self._members = PostgresMemberTable(
-                self,
-                statements,
-                _Objects(
-                    exists=statements.exists,
-                    exists_args=(names.members, names.put_signature),
-                    create=statements.create,
-                    lock_key=advisory_key(names.members),
-                    missing=(
-                        self._asyncpg.UndefinedTableError,
-                        self._asyncpg.UndefinedFunctionError,
-                    ),
-                ),
-            )
+            self._members = PostgresMemberTable(self, self._member_sql, self._objects)
         return self._members
 
     # -- reads and writes ----------------------------------------------------------------------
@@ -357,7 +382,7 @@ class PostgresBackend(NetworkBackend):
             incarnation = os.urandom(16)
             row = await connection.fetchrow(
                 self._sql.insert, self._run_id, incarnation, stored, self._channel,
-                timeout=time_left(loop, deadline),
+                self._expire_after, timeout=time_left(loop, deadline),
             )  # fmt: skip
             if row is None:
                 # The row that beat the insert committed after this statement's snapshot (or
@@ -367,6 +392,16 @@ class PostgresBackend(NetworkBackend):
                 token = PostgresToken(incarnation, row["version"])
                 self._known = (token, stored)
                 return state, token, True
+            if not row["alive"]:
+                # The run expired and its rows are still there: they go first (if it is still
+                # expired once its lock is held), then the run is created afresh.
+                await connection.fetchval(
+                    self._member_sql.purge, self._run_id, self._channel, "expired",
+                    timeout=time_left(loop, deadline),
+                )  # fmt: skip
+                continue
+            if row["version"] is None:
+                continue  # a rival's row, committed after this statement's snapshot
             return (*self._current(row), False)
         raise RendezvousConnectionError(
             f"{self._what('set_state')}: the row kept appearing and disappearing"
@@ -380,7 +415,7 @@ class PostgresBackend(NetworkBackend):
         for _ in range(2):
             row = await connection.fetchrow(
                 self._sql.update, self._run_id, token.version, token.incarnation, stored,
-                self._channel, known,
+                self._channel, known, self._expire_after,
                 timeout=time_left(loop, deadline),
             )  # fmt: skip
             if row is None:
@@ -397,3 +432,86 @@ class PostgresBackend(NetworkBackend):
                 return (*current, False)
             known = row["state"]
         return (*current, False)
+
+    # -- the run lifecycle ---------------------------------------------------------------------
+
+    async def delete_run(self) -> bool:
+        """Delete the run's state row and member rows in one transaction (one call of the table's
+        purge function), under the run's advisory lock taken exclusively: a member put, which
+        holds it shared, comes wholly before or after the deletion, the size it counted
+        included. A ``NOTIFY`` makes waiters look again and find the state gone.
+
+        The run created again gets a new incarnation, so no token or member version of the
+        deleted run ever matches. Returns whether any row was deleted.
+
+        :raises BackendClosedError: the handle was closed.
+        :raises RendezvousConnectionError: the server cannot be reached; the deletion may or may
+            not have happened.
+        """
+        deleted: bool = await self._on_client(self._run, "delete_run", self._delete_run)
+        return deleted
+
+    async def _delete_run(self, connection: Any, deadline: float) -> bool:
+        deleted = await connection.fetchval(
+            self._member_sql.purge, self._run_id, self._channel, "delete",
+            timeout=time_left(asyncio.get_running_loop(), deadline),
+        )  # fmt: skip
+        return bool(deleted)
+
+    async def list_runs(self) -> list[RunInfo]:
+        """The live runs of this handle's table: one statement joining the state table and the
+        member table (``O(runs + member records)`` on the server), after a bounded clean-up of
+        expired runs (at most 256 with a state row, through the index of expiring rows, and 256
+        of member rows only).
+
+        ``size`` is ``None`` for a run without a state row of ours (member records only, or
+        bytes that are not an arendezvous state); ``age`` is the server's
+        ``clock_timestamp()`` minus the latest ``written_at`` of the run's rows; ``members``
+        counts the records arendezvous could have written. Rows that are not ours are skipped.
+
+        :raises BackendClosedError: the handle was closed.
+        :raises RendezvousConnectionError: the server cannot be reached.
+        """
+        runs: list[RunInfo] = await self._on_client(self._run, "list_runs", self._list_runs)
+        return runs
+
+    async def _list_runs(self, connection: Any, deadline: float) -> list[RunInfo]:
+        await self._tidy(connection, deadline, _TIDY_ON_LIST, with_members=True)
+        rows = await connection.fetch(
+            self._member_sql.list_runs, HEADER_START, HEADER_SIZE,
+            timeout=time_left(asyncio.get_running_loop(), deadline),
+        )  # fmt: skip
+        return [
+            RunInfo(row["run_id"], row["size"],
+                    None if row["age"] is None else max(0.0, row["age"]), row["records"])
+            for row in rows
+        ]  # fmt: skip
+
+    def _tidy_due(self) -> bool:
+        """Whether this handle's turn to clean up after a write has come: it has an
+        ``expire_after`` and has not cleaned up for that long (its monotonic clock)."""
+        if self._expire_after is None:
+            return False
+        now = time.monotonic()
+        if self._tidied is not None and now - self._tidied < self._expire_after:
+            return False
+        self._tidied = now
+        return True
+
+    async def _tidy(
+        self, connection: Any, deadline: float, limit: int, *, with_members: bool
+    ) -> None:
+        """Delete up to *limit* expired runs (each in the purge function, which passes over a
+        run whose lock is held and one written meanwhile). Reads leave expired runs out
+        whether or not they are deleted yet, so a clean-up the server refuses (a role without
+        ``DELETE``) is logged and the call goes on."""
+        try:
+            purged = await connection.fetchval(
+                self._member_sql.tidy, limit, with_members,
+                timeout=time_left(asyncio.get_running_loop(), deadline),
+            )  # fmt: skip
+        except self._asyncpg.PostgresError as exc:
+            _log.debug("%s: %s", self._what("clean-up of expired runs"), exc)
+            return
+        if purged:
+            _log.debug("%s: deleted %d rows", self._what("clean-up of expired runs"), purged)

@@ -203,7 +203,7 @@ class PostgresMemberTable(MemberTable):
         row = await connection.fetchrow(
             self._sql.put, self._run_id, node, group, value, incarnation, number,
             new_incarnation, group_lock_key(self._sql.names.members, self._run_id, group),
-            timeout=time_left(asyncio.get_running_loop(), deadline),
+            self._backend.expire_after, timeout=time_left(asyncio.get_running_loop(), deadline),
         )  # fmt: skip
         if row is None:
             return MemberPut(None, False, 0)
@@ -224,7 +224,7 @@ class PostgresMemberTable(MemberTable):
     ) -> Member | None:
         row = await connection.fetchrow(
             self._sql.touch, self._run_id, node, version.version, version.incarnation,
-            timeout=time_left(asyncio.get_running_loop(), deadline),
+            self._backend.expire_after, timeout=time_left(asyncio.get_running_loop(), deadline),
         )  # fmt: skip
         if row is None:
             return None

@@ -45,6 +45,7 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
     "pool_size": parse_positive_int,
     "heartbeat": parse_seconds,
     "max_state_size": int,
+    "expire_after": parse_seconds,
     **TLS_URL_OPTIONS,
 }
 
@@ -54,8 +55,9 @@ def from_url(url: str, *, run_id: str) -> PostgresBackend:
 
     Options of arendezvous, as query parameters: ``table`` (``NAME`` or ``SCHEMA.NAME``, default
     ``arendezvous_state``), ``timeout`` (seconds per call, default 5), ``pool_size`` (default 4),
-    ``heartbeat`` (seconds, default 10), ``max_state_size`` (bytes, default 1 MiB), and the TLS
-    options of every network store: ``tls``, ``tls_ca_file``, ``tls_cert_file``,
+    ``heartbeat`` (seconds, default 10), ``max_state_size`` (bytes, default 1 MiB),
+    ``expire_after`` (seconds after which a run nobody writes to disappears; default: never),
+    and the TLS options of every network store: ``tls``, ``tls_ca_file``, ``tls_cert_file``,
     ``tls_key_file``, ``tls_verify`` (``full``, ``ca``, ``none``).
 
     libpq parameters passed on to asyncpg: ``sslmode`` (``disable``, ``allow``, ``prefer``,

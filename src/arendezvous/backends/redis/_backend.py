@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..._backend import DEFAULT_MAX_STATE_SIZE, Token
+from ..._backend import DEFAULT_MAX_STATE_SIZE, RunInfo, Token
 from ..._compat import import_optional
 from ..._errors import ErrorTable, RendezvousConnectionError, RendezvousStateError
 from .._feed import ChangeFeed
 from .._network import DEFAULT_TIMEOUT, NetworkBackend
 from .._urlparse import TlsOptions, merge_alias
 from ._feed import PubSubFeed
-from ._members import RedisMemberTable
+from ._members import RedisMemberTable, member_key
 from ._protocol import (
+    DELETE_RUN_SCRIPT,
+    DELETE_RUN_SHA,
     FORMAT,
+    LIST_RUNS_SCRIPT,
+    LIST_RUNS_SHA,
     MAX_STATE_SIZE_LIMIT,
     NO_INCARNATION,
     SET_STATE_SCRIPT,
@@ -36,6 +41,15 @@ __all__ = ("DEFAULT_KEY_PREFIX", "RedisBackend")
 
 DEFAULT_KEY_PREFIX = "arendezvous:"
 """Prefix of every run's key (and change channel) unless the backend is given another."""
+
+_SCAN_COUNT = 1000
+"""Keys ``SCAN`` looks at per call while ``list_runs`` looks for runs: bounded work per call."""
+
+_LIST_BATCH = 256
+"""Runs ``list_runs`` asks about per script call (two keys each)."""
+
+_GLOB_SPECIAL = frozenset(b"\\*?[]")
+"""What ``SCAN MATCH`` reads as a pattern; escaped in a key prefix, which is matched literally."""
 
 _CERT_REQS = {"full": ("required", True), "ca": ("required", False), "none": ("none", False)}
 _SSL_CERT_REQS = ("none", "optional", "required")
@@ -64,6 +78,12 @@ class RedisBackend(NetworkBackend):
         subscription with a PING this often.
     :param max_state_size: the largest state accepted, in bytes; at most
         :data:`MAX_STATE_SIZE_LIMIT` (Redis's own limit on a string).
+    :param expire_after: seconds after which a run nobody writes to disappears (``None``, the
+        default: never). Every write of the state or of a member record sets both of the run's
+        keys to expire that long after it (``PEXPIRE``, in the same script as the write), so a
+        heartbeat keeps its run alive; Redis removes the keys once they expire, and reads find
+        nothing from then on. Give every handle of a run the same value: a handle without one
+        leaves the keys' expiry as it is.
     :param tls: use TLS (implied by any other TLS option); ``ssl`` is its older name.
     :param tls_ca_file: PEM file of the CAs to trust (older name ``ssl_ca_certs``).
     :param tls_cert_file: client certificate, for servers that demand one (``ssl_certfile``).
@@ -108,8 +128,11 @@ class RedisBackend(NetworkBackend):
         key_prefix: str = DEFAULT_KEY_PREFIX,
         timeout: float = DEFAULT_TIMEOUT,
         max_state_size: int = DEFAULT_MAX_STATE_SIZE,
+        expire_after: float | None = None,
     ) -> None:
-        super().__init__(run_id, timeout=timeout, max_state_size=max_state_size)
+        super().__init__(
+            run_id, timeout=timeout, max_state_size=max_state_size, expire_after=expire_after
+        )
         if not isinstance(key_prefix, str):
             raise TypeError(f"key_prefix must be str, not {type(key_prefix).__name__}")
         if ssl_cert_reqs is not None and ssl_cert_reqs not in _SSL_CERT_REQS:
@@ -129,7 +152,13 @@ class RedisBackend(NetworkBackend):
 
         self._exceptions = exceptions
         self._errors = error_table(exceptions)
-        self._key = (key_prefix + run_id).encode("utf-8", "surrogatepass")
+        self._prefix = key_prefix.encode("utf-8", "surrogatepass")
+        self._key = self._prefix + run_id.encode("utf-8", "surrogatepass")
+        self._member_key = member_key(self._key)
+        # What the scripts take: whole milliseconds, rounded up so a run never expires early.
+        self._expiry_ms = (
+            b"0" if self._expire_after is None else b"%d" % math.ceil(self._expire_after * 1000)
+        )
         # Unique per handle, process and call, so a retried script recognises its own earlier
         # write and nothing else's (a forked child draws a new prefix: see _swap).
         self._writer_prefix = os.urandom(8).hex()
@@ -301,7 +330,8 @@ class RedisBackend(NetworkBackend):
         writer = f"{self._writer_prefix}-{next(self._writes)}"
         reply = await self._run_script(
             client, "set_state", SET_STATE_SCRIPT, SET_STATE_SHA,
-            1, self._key, state, has_token, incarnation, counter, writer,
+            2, self._key, self._member_key, state, has_token, incarnation, counter, writer,
+            self._expiry_ms,
         )
         status = reply[0]
         if status == 1:
@@ -312,3 +342,98 @@ class RedisBackend(NetworkBackend):
             return reply[3], decode_token(reply[1], reply[2]), False
         reason = reply[1].decode("utf-8", "replace") if len(reply) > 1 else "unknown"
         raise RendezvousStateError(f"{self._what('set_state')}: {reason} (key {self._key!r})")
+
+    # -- the run lifecycle ---------------------------------------------------------------------
+
+    async def delete_run(self) -> bool:
+        """Delete the run's state hash and member hash in one script (one atomic step), and
+        publish a notice so that waiters re-read and find the state gone.
+
+        The next write creates the run afresh with a new incarnation, so no token or member
+        version of the deleted run ever matches again. Returns whether either key existed.
+
+        :raises BackendClosedError: the handle was closed.
+        :raises RendezvousConnectionError: the server cannot be reached; the deletion may or may
+            not have happened.
+        """
+        deleted: bool = await self._on_client(self._delete_run)
+        return deleted
+
+    async def _delete_run(self, client: Redis) -> bool:
+        deleted = await self._run_script(
+            client, "delete_run", DELETE_RUN_SCRIPT, DELETE_RUN_SHA,
+            2, self._key, self._member_key,
+        )  # fmt: skip
+        return bool(deleted)
+
+    async def list_runs(self) -> list[RunInfo]:
+        """The runs under this handle's key prefix, found with ``SCAN`` (never ``KEYS``).
+
+        ``SCAN MATCH <prefix>*`` walks the database about 1,000 keys per call, so the number of
+        calls grows with the whole database's keys, each call's work bounded; then one script
+        per 256 runs reads each run's state size (``HSTRLEN``), its member count and the server
+        times of the last writes of both hashes, and the server's ``TIME`` for the age: O(runs)
+        on the server, no member record read. Keys under the prefix that are not an
+        arendezvous state or member hash are skipped. Expired keys are not listed (Redis hides
+        them from ``SCAN`` and scripts).
+
+        :raises BackendClosedError: the handle was closed.
+        :raises RendezvousConnectionError: the server cannot be reached.
+        """
+        runs: list[RunInfo] = await self._on_client(self._list_runs)
+        return runs
+
+    def _run_of(self, key: bytes) -> bytes | None:
+        """The run id (encoded) whose state or member key *key* is, or ``None``: not one."""
+        if not key.startswith(self._prefix):
+            return None
+        rest = key[len(self._prefix):]
+        if rest.endswith(b"\x00members"):
+            rest = rest[: -len(b"\x00members")]
+        if not rest or b"\x00" in rest:
+            return None  # no run id is empty or holds a NUL
+        return rest
+
+    async def _list_runs(self, client: Redis) -> list[RunInfo]:
+        pattern = b"".join(
+            b"\\" + bytes([byte]) if byte in _GLOB_SPECIAL else bytes([byte])
+            for byte in self._prefix
+        ) + b"*"
+        found: dict[bytes, None] = {}  # SCAN may return a key twice: a set, in order
+        cursor: Any = 0
+        while True:
+            cursor, keys = await self._execute(
+                client, "list_runs", "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT
+            )
+            for key in keys:
+                run = self._run_of(key)
+                if run is not None:
+                    found[run] = None
+            if int(cursor) == 0:
+                break
+        names = list(found)
+        runs: list[RunInfo] = []
+        for start in range(0, len(names), _LIST_BATCH):
+            batch = names[start : start + _LIST_BATCH]
+            keys = [key for run in batch for key in (self._prefix + run,
+                                                     member_key(self._prefix + run))]
+            reply = await self._run_script(
+                client, "list_runs", LIST_RUNS_SCRIPT, LIST_RUNS_SHA, len(keys), *keys
+            )
+            now = reply[0]
+            for index, run in enumerate(batch):
+                size, written, records, members_written = reply[1 + 4 * index : 5 + 4 * index]
+                if size < 0 and records == -2:
+                    continue  # gone since the SCAN, or not ours
+                try:
+                    run_id = run.decode("utf-8", "surrogatepass")
+                except UnicodeDecodeError:
+                    continue  # no run id encodes to these bytes: not ours
+                last = max(written, members_written)
+                runs.append(RunInfo(
+                    run_id,
+                    size if size >= 0 else None,
+                    max(0, now - last) / 1e6 if last >= 0 else None,
+                    0 if records == -2 else (records if records >= 0 else None),
+                ))  # fmt: skip
+        return runs

@@ -19,6 +19,10 @@ whose names start with NUL are the table's own (node ids contain no NUL either):
 ``\\x00size:<g>``    how many records group *g* holds (the field is gone at zero): a put reads
                     and writes it in the same script as the record, so the size it returns is
                     counted atomically with the write, and ``count`` reads one field
+``\\x00records``    how many records the table holds, for ``list_runs`` (a table made before
+                    this field was kept lacks it, and its count is then unknown)
+``\\x00written``    the time of the table's last put, touch or delete, in microseconds of the
+                    server's ``TIME``: with the state hash's ``written``, a run's age
 ==================  ============================================================================
 
 Every operation is one ``EVALSHA`` of :data:`MEMBER_TABLE_SCRIPT` (``EVAL`` when the server has
@@ -27,6 +31,9 @@ serving anything else, so there is no ``WATCH``/``MULTI`` retry loop, and a call
 point ran entirely or not at all. Every reading operation computes ages inside the script, from
 the server's ``TIME`` then and the record's time of writing: the server's clock alone, never a
 client's. Nothing is published: a heartbeat wakes nobody.
+
+Every write also pushes back the expiry of both of the run's hashes when the handle has an
+``expire_after`` (``PEXPIRE``), so that a heartbeat keeps its whole run alive.
 """
 
 from __future__ import annotations
@@ -67,7 +74,10 @@ MEMBERS_FORMAT: Final = b"arendezvous-members/1"
 """The ``\\x00format`` field of every member hash this backend writes."""
 
 MEMBER_TABLE_SCRIPT: Final = r"""
--- KEYS[1]: a run's member hash. ARGV[1]: the operation; its arguments and reply are below.
+-- KEYS[1]: a run's member hash. KEYS[2]: the run's state hash (only its expiry is touched).
+-- ARGV[1]: the operation. ARGV[2]: the run's expiry in milliseconds, which every write pushes
+-- back on both keys ('0': none). ARGV[3...]: the operation's arguments (A[1...] below); they and
+-- the reply are given with each operation.
 -- Every reply starts with a status: 1 done or found; 0 not done (no record, or a version that is
 -- not current); {-1, reason}: the key holds something that is not a member table. Everything a
 -- write depends on is read and checked before its first write, so a corrupt hash stays as it is.
@@ -76,7 +86,8 @@ MEMBER_TABLE_SCRIPT: Final = r"""
 if redis.replicate_commands then
   redis.replicate_commands() -- TIME, then writes: Redis 3.2 and 4 need this; 5+ do it anyway
 end
-local key, op = KEYS[1], ARGV[1]
+local key, op, ttl = KEYS[1], ARGV[1], ARGV[2]
+local A = {unpack(ARGV, 3)}
 local FORMAT = 'arendezvous-members/1'
 
 local function corrupt(reason)
@@ -190,6 +201,29 @@ local function shown(raw, at)
   return group, string.sub(raw, start), version, seq, age(written, at)
 end
 
+-- The table's count of records (none in a table made before it was kept: then it stays so).
+local function records_of(text)
+  if text and (#text > 15 or not string.match(text, '^%d+$') or
+               (#text > 1 and string.byte(text, 1) == 48)) then
+    corrupt('the table\'s count of records is malformed')
+  end
+  return text
+end
+
+-- After every write: the time of the table's last write (what list_runs tells a run's age by),
+-- and the whole run's expiry pushed back, the state hash's too (a missing key is left).
+local function wrote(at, records)
+  if records then
+    redis.call('HSET', key, '\0written', decimal(at), '\0records', decimal(records))
+  else
+    redis.call('HSET', key, '\0written', decimal(at))
+  end
+  if ttl ~= '0' then
+    redis.call('PEXPIRE', key, ttl)
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  end
+end
+
 local function resize(group, size)
   if size == 0 then
     redis.call('HDEL', key, '\0size:' .. group)
@@ -202,7 +236,7 @@ local operations = {}
 
 -- get node -> {1, incarnation, record} | {0}
 function operations.get()
-  local f = load(ARGV[2])
+  local f = load(A[1])
   if not (f and f[3]) then
     return {0}
   end
@@ -211,7 +245,7 @@ end
 
 -- count group -> {1, size}
 function operations.count()
-  local f = load('\0size:' .. ARGV[2])
+  local f = load('\0size:' .. A[1])
   return {1, f and size_of(f[3]) or 0}
 end
 
@@ -229,7 +263,7 @@ function operations.members()
     if string.byte(node, 1) ~= 0 then
       local raw = fields[i + 1]
       local version, seq, written, group, start = parse(raw)
-      if group == ARGV[2] then
+      if group == A[1] then
         local n = #reply
         reply[n + 1] = node
         reply[n + 2] = string.sub(raw, start)
@@ -246,22 +280,31 @@ end
 -- fresh one for the hash this call may create) -> {1, incarnation, number, group size} |
 -- {0, incarnation, current record} | {0}
 function operations.put()
-  local node, group, value = ARGV[2], ARGV[3], ARGV[4]
-  local f = load('\0counter', node, '\0size:' .. group)
+  local node, group, value = A[1], A[2], A[3]
+  local f = load('\0counter', node, '\0size:' .. group, '\0records')
   local current = f and f[4]
   local at = now()
   local old_group, old_size
   if current then
     local version, _, _, group_now = parse(current)
     old_group = group_now
-    if ARGV[5] == '0' or f[2] ~= ARGV[6] or version ~= ARGV[7] then
+    if A[4] == '0' or f[2] ~= A[5] or version ~= A[6] then
       return {0, f[2], shown(current, at)}
     end
-  elseif ARGV[5] == '1' then
+  elseif A[4] == '1' then
     return {0}
   end
-  local incarnation = f and f[2] or ARGV[6]
+  local incarnation = f and f[2] or A[5]
   local size = f and size_of(f[5]) or 0
+  -- The table's new count of records, if this put adds one and the table keeps the count (a
+  -- new table does from the start; one made without it stays without).
+  local records
+  if not current then
+    local counted = f and records_of(f[6]) or (not f and '0')
+    if counted then
+      records = tonumber(counted) + 1
+    end
+  end
   if current then
     if old_group == group then
       old_group = nil
@@ -289,19 +332,20 @@ function operations.put()
     resize(old_group, old_size - 1)
   end
   resize(group, size)
+  wrote(at, records)
   return {1, incarnation, n, size}
 end
 
 -- touch node incarnation number -> {1, incarnation, number, seq, group, value} | {0}
 function operations.touch()
-  local node = ARGV[2]
+  local node = A[1]
   local f = load('\0counter', node)
   local current = f and f[4]
   if not current then
     return {0}
   end
   local version, seq, _, group, start = parse(current)
-  if f[2] ~= ARGV[3] or version ~= ARGV[4] then
+  if f[2] ~= A[2] or version ~= A[3] then
     return {0}
   end
   check_counter(f[3])
@@ -309,27 +353,30 @@ function operations.touch()
   local value = string.sub(current, start)
   local n = decimal(redis.call('HINCRBY', key, '\0counter', 1))
   redis.call('HSET', key, node, pack(n, seq, at, group, value))
+  wrote(at)
   return {1, f[2], n, seq, group, value}
 end
 
 -- delete node incarnation number -> {1} | {0}
 function operations.delete()
-  local node = ARGV[2]
-  local f = load(node)
+  local node = A[1]
+  local f = load(node, '\0records')
   local current = f and f[3]
   if not current then
     return {0}
   end
   local version, _, _, group = parse(current)
-  if f[2] ~= ARGV[3] or version ~= ARGV[4] then
+  if f[2] ~= A[2] or version ~= A[3] then
     return {0}
   end
   local size = size_of(redis.call('HGET', key, '\0size:' .. group))
-  if size < 1 then
+  local records = records_of(f[4])
+  if size < 1 or records == '0' then
     corrupt('a group size is inconsistent with its records')
   end
   redis.call('HDEL', key, node)
   resize(group, size - 1)
+  wrote(now(), records and tonumber(records) - 1)
   return {1}
 end
 
@@ -426,9 +473,10 @@ class RedisMemberTable(MemberTable):
     def _evaluate(
         self, client: Redis, operation: str, arguments: tuple[object, ...]
     ) -> Awaitable[Any]:
-        return self._backend._run_script(
+        backend = self._backend
+        return backend._run_script(
             client, "member " + operation, MEMBER_TABLE_SCRIPT, MEMBER_TABLE_SHA,
-            1, self._key, operation, *arguments,
+            2, self._key, backend.key, operation, backend._expiry_ms, *arguments,
         )
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""What the Redis backend stores and sends: the hash's layout, the Lua script, tokens, errors."""
+"""What the Redis backend stores and sends: the hash's layout, the Lua scripts, tokens, errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from typing import Any
 from ..._errors import ErrorRule, ErrorTable, RendezvousStateError
 
 __all__ = (
+    "DELETE_RUN_SCRIPT",
+    "DELETE_RUN_SHA",
     "FORMAT",
+    "LIST_RUNS_SCRIPT",
+    "LIST_RUNS_SHA",
     "MAX_STATE_SIZE_LIMIT",
     "NO_INCARNATION",
     "SET_STATE_SCRIPT",
@@ -29,20 +33,38 @@ FORMAT = b"arendezvous/1"
 """The ``format`` field of every hash this backend writes; anything else is not ours."""
 
 SET_STATE_SCRIPT = """
--- KEYS[1]: the run's hash, whose name is also the name of its change channel.
+-- KEYS[1]: the run's hash, whose name is also the name of its change channel. KEYS[2]: the run's
+-- member hash (only its expiry is touched).
 -- ARGV[1]: the new state. ARGV[2]: '1' if the caller holds a token, '0' for None.
 -- ARGV[3], ARGV[4]: the token's incarnation and counter; with no token, ARGV[3] is a fresh
 -- incarnation for the hash this call may create. ARGV[5]: this call's writer id.
+-- ARGV[6]: the run's expiry in milliseconds, refreshed on both keys by a write; '0': none.
 -- Reply: {1, incarnation, counter} written; {0, incarnation, counter, state} not written;
 -- {0} no state exists; {-1, reason} the key holds something that is not ours.
+if redis.replicate_commands then
+  redis.replicate_commands() -- TIME, then writes: Redis 3.2 and 4 need this; 5+ do it anyway
+end
 local key = KEYS[1]
+-- The time of a write, in microseconds of the server's TIME: what list_runs tells ages by.
+local function now()
+  local t = redis.call('TIME')
+  return string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+end
+-- Every write pushes the whole run's expiry back, the member hash's too (a missing key is left).
+local function refresh()
+  if ARGV[6] ~= '0' then
+    redis.call('PEXPIRE', key, ARGV[6])
+    redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  end
+end
 local kind = redis.call('TYPE', key)['ok']
 if kind == 'none' then
   if ARGV[2] == '1' then
     return {0}
   end
   redis.call('HSET', key, 'format', 'arendezvous/1', 'incarnation', ARGV[3], 'counter', '1',
-             'state', ARGV[1], 'writer', ARGV[5])
+             'state', ARGV[1], 'writer', ARGV[5], 'written', now())
+  refresh()
   redis.call('PUBLISH', key, ARGV[3] .. ':1')
   return {1, ARGV[3], 1}
 end
@@ -59,7 +81,8 @@ if not (f[2] and f[3] and f[4]) or #f[2] ~= 32 or not string.match(f[2], '^[0-9a
 end
 if ARGV[2] == '1' and f[2] == ARGV[3] and f[3] == ARGV[4] then
   local counter = redis.call('HINCRBY', key, 'counter', 1)
-  redis.call('HSET', key, 'state', ARGV[1], 'writer', ARGV[5])
+  redis.call('HSET', key, 'state', ARGV[1], 'writer', ARGV[5], 'written', now())
+  refresh()
   redis.call('PUBLISH', key, f[2] .. ':' .. counter)
   return {1, f[2], counter}
 end
@@ -72,6 +95,64 @@ return {0, f[2], f[3], f[4]}
 """The compare-and-swap, as run by ``EVALSHA`` (``EVAL`` when the server lacks it: NOSCRIPT)."""
 
 SET_STATE_SHA = hashlib.sha1(SET_STATE_SCRIPT.encode()).hexdigest()
+"""The script's SHA-1, the name ``EVALSHA`` runs it by."""
+
+DELETE_RUN_SCRIPT = """
+-- KEYS[1]: the run's hash (and change channel). KEYS[2]: its member hash.
+-- Reply: how many of the two keys existed. Both go in one step: no reader ever sees one without
+-- the other gone too. The notice makes waiters re-read and see the state gone.
+local deleted = redis.call('DEL', KEYS[1], KEYS[2])
+if deleted > 0 then
+  redis.call('PUBLISH', KEYS[1], 'deleted')
+end
+return deleted
+"""
+"""``delete_run()``: both keys of a run in one script, so the deletion is one atomic step."""
+
+DELETE_RUN_SHA = hashlib.sha1(DELETE_RUN_SCRIPT.encode()).hexdigest()
+"""The script's SHA-1, the name ``EVALSHA`` runs it by."""
+
+LIST_RUNS_SCRIPT = r"""
+-- KEYS: for each run, its state hash and then its member hash. Reads only.
+-- Reply: {now, then four numbers per run: size, written, records, members_written}: times in
+-- microseconds of the server's TIME, -1 when none is recorded; size -1 when the run has no state
+-- hash of ours; records -1 for a member table of ours that does not count its records, -2 when
+-- there is no member table of ours. Keys that are not ours are left alone, never an error.
+local t = redis.call('TIME')
+local reply = {tonumber(t[1]) * 1000000 + tonumber(t[2])}
+local function time_of(text)
+  if text and #text <= 16 and string.match(text, '^[1-9]%d*$') then
+    return tonumber(text)
+  end
+  return -1
+end
+for i = 1, #KEYS, 2 do
+  local size, written, records, members_written = -1, -1, -2, -1
+  if redis.call('TYPE', KEYS[i])['ok'] == 'hash' then
+    local f = redis.call('HMGET', KEYS[i], 'format', 'written')
+    if f[1] == 'arendezvous/1' then
+      size = redis.call('HSTRLEN', KEYS[i], 'state')
+      written = time_of(f[2])
+    end
+  end
+  if redis.call('TYPE', KEYS[i + 1])['ok'] == 'hash' then
+    local f = redis.call('HMGET', KEYS[i + 1], '\0format', '\0records', '\0written')
+    if f[1] == 'arendezvous-members/1' then
+      records = -1
+      if f[2] and #f[2] <= 15 and string.match(f[2], '^%d+$') then
+        records = tonumber(f[2])
+      end
+      members_written = time_of(f[3])
+    end
+  end
+  local n = #reply
+  reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4] = size, written, records, members_written
+end
+return reply
+"""
+"""``list_runs()``: what is known of a batch of runs found by ``SCAN``, in one script."""
+
+LIST_RUNS_SHA = hashlib.sha1(LIST_RUNS_SCRIPT.encode()).hexdigest()
 """The script's SHA-1, the name ``EVALSHA`` runs it by."""
 
 NO_INCARNATION = b""

@@ -30,6 +30,7 @@ _OPTIONS: dict[str, Any] = {
     "timeout": parse_seconds,
     "key_prefix": str,
     "max_state_size": int,
+    "expire_after": parse_seconds,
     **TLS_URL_OPTIONS,
     # The older names of the TLS options (redis-py's), kept working.
     "ssl_ca_certs": str,
@@ -49,6 +50,7 @@ def from_url(url: str, *, run_id: str) -> RedisBackend:
     * ``timeout`` -- seconds a call may take (default 5); also the connect and socket timeout.
     * ``key_prefix`` -- prefix of the run's key (default ``arendezvous:``).
     * ``max_state_size`` -- the largest state accepted, in bytes (default 1 MiB).
+    * ``expire_after`` -- seconds after which a run nobody writes to disappears (default: never).
     * ``tls_ca_file``, ``tls_cert_file``, ``tls_key_file`` -- PEM files: the CAs to trust, and a
       client certificate and its key (``rediss://`` only; older names ``ssl_ca_certs``,
       ``ssl_certfile``, ``ssl_keyfile``).
