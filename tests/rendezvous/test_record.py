@@ -29,7 +29,7 @@ INCARNATION = "0123456789abcdef" * 2
 def _document(**changes: Any) -> bytes:
     document: dict[str, Any] = {
         "v": SCHEMA_VERSION, "id": INCARNATION, "round": 0, "complete": True, "closed": False,
-        "last_call": False, "waiting": False, "participants": ["a"],
+        "last_call": False, "waiting": False, "participants": ["a"], "previous": [],
     }
     document.update(changes)
     return json.dumps(document).encode()
@@ -42,14 +42,19 @@ node_ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_siz
 def records(draw: st.DrawFn) -> RoundRecord:
     participants = tuple(sorted(draw(st.lists(node_ids, unique=True, max_size=12))))
     complete = bool(participants) and draw(st.booleans())
+    round = draw(st.integers(0, MAX_ROUND))
+    previous = () if complete or round == 0 else tuple(
+        sorted(draw(st.lists(node_ids, unique=True, max_size=12)))
+    )
     return RoundRecord(
         incarnation=draw(st.text("0123456789abcdef", min_size=32, max_size=32)),
-        round=draw(st.integers(0, MAX_ROUND)),
+        round=round,
         complete=complete,
         closed=draw(st.booleans()),
         last_call=not complete and draw(st.booleans()),
         waiting=complete and draw(st.booleans()),
         participants=participants if complete else (),
+        previous=previous,
     )
 
 
@@ -79,7 +84,7 @@ json_values = st.recursive(
 
 @given(st.dictionaries(
     st.sampled_from(["v", "id", "round", "complete", "closed", "last_call", "waiting",
-                     "participants"]),
+                     "participants", "previous"]),
     json_values,
 ))
 @settings(max_examples=300)
@@ -118,6 +123,12 @@ def test_arbitrary_json_objects_decode_or_raise_state_error(document: dict[str, 
         (_document(last_call=True), "no last call"),
         (_document(complete=False), "lists no participants"),
         (_document(complete=False, participants=[], waiting=True), "no waiting flag"),
+        (_document(previous="a"), "'previous' must be a list"),
+        (_document(previous=[2]), "'previous' must be a list of node ids"),
+        (_document(complete=False, participants=[], round=1, previous=["b", "a"]),
+         "previous participants must be distinct and in rank"),
+        (_document(previous=["a"]), "only an open round after another"),
+        (_document(complete=False, participants=[], previous=["a"]), "only an open round after"),
     ],
 )
 def test_malformed_records_are_refused(data: bytes, match: str) -> None:
@@ -152,6 +163,9 @@ def test_transitions() -> None:
     waiting = done.with_waiting(True)
     ended = waiting.ended()
     assert (ended.round, ended.complete, ended.waiting, ended.participants) == (8, False, False, ())
+    assert ended.previous == ("b", "m", "z")  # a participant that reads late still finds its rank
+    assert ended.with_last_call(True).completed(("q",)).previous == ()
+    assert ended.ended().previous == ()  # an open round ended: no round before it completed
     assert ended.incarnation == record.incarnation
     assert ended.ended(last_call=True).last_call
     closed = ended.closed_record()

@@ -641,6 +641,49 @@ async def test_leaving_on_exit(make_backend: MakeBackend, observer: Observer) ->
     assert not snapshot.members
 
 
+class HeldWaits(BackendWrapper):
+    """Holds every wait_for_change until :attr:`release` is set: the node reads nothing new."""
+
+    def __init__(self, backend: AsyncRendezvousBackend) -> None:
+        super().__init__(backend)
+        self.waiting = anyio.Event()
+        self.release = anyio.Event()
+
+    async def wait_for_change(
+        self, token: Token | None, *, timeout: float | None = None
+    ) -> tuple[bytes, Token] | None:
+        self.waiting.set()
+        await self.release.wait()
+        return await self.backend.wait_for_change(token, timeout=0)
+
+
+async def test_a_participant_that_reads_late_still_gets_its_round(
+    make_backend: MakeBackend,
+) -> None:
+    """b completes the round with a, and leaves (ending it) before a reads the round complete:
+    a still gets its place in that round, then learns at once that it has ended."""
+    held = HeldWaits(make_backend())
+    a = AsyncRendezvous(held, "a", 2, 2, **FAST)
+    b = AsyncRendezvous(make_backend(), "b", 2, 2, **FAST)
+    infos: list[RendezvousInfo] = []
+
+    async def join_a() -> None:
+        infos.append(await a.next_rendezvous())
+
+    with anyio.fail_after(LIMIT):
+        async with a:
+            async with anyio.create_task_group() as group:
+                group.start_soon(join_a)
+                await held.waiting.wait()  # a has joined the open round and waits
+                async with b:
+                    info_b = await b.next_rendezvous()
+                held.release.set()  # b has left, ending round 0: only now does a read anything
+            (info_a,) = infos
+            assert (info_a.round, info_a.rank, info_a.participants) == (0, 0, ("a", "b"))
+            assert info_a.round_id == info_b.round_id
+            assert await a.wait_for_round_end() is RoundEnd.RESTARTED
+
+
 async def test_one_join_at_a_time(make_backend: MakeBackend, observer: Observer) -> None:
     node = AsyncRendezvous(make_backend(), "n", 2, 2, **FAST)
     async with anyio.create_task_group() as group:

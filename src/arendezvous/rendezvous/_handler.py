@@ -33,7 +33,7 @@ from .._errors import (
 from .._log import log_event
 from .._members import Member, MemberTable, check_node
 from ._liveness import Liveness
-from ._record import RoundRecord, decode_record, encode_record
+from ._record import RoundRecord, decode_record, encode_record, group_name
 from ._status import RunStatus, close_register, run_id_of, status_of
 
 __all__ = ("AsyncRendezvous", "Progress", "RendezvousInfo", "RoundEnd", "default_node_id")
@@ -479,6 +479,7 @@ class AsyncRendezvous:
         clock = self._clock
         deadline = clock() + self._join_timeout
         paused = False  # parked in a full round: PyTorch does not time out redundant nodes
+        joined: str | None = None  # the group of the open round this call joined
         self._liveness.watch(None)
         self._log(logging.DEBUG, "join_started",
                   "node %(node)r joins (min_nodes %(min_nodes)d, max_nodes %(max_nodes)d)",
@@ -498,11 +499,13 @@ class AsyncRendezvous:
             if record.complete and self._holds(record):
                 info = RendezvousInfo(node, record.round, record.rank_of(node),
                                       record.participants, record.incarnation)
-                self._log(logging.INFO, "round_formed",
-                          "node %(node)r is rank %(rank)d of world size %(world_size)d in round "
-                          "%(round)d", round=info.round, rank=info.rank,
-                          world_size=info.world_size, round_id=info.round_id)
-                return info
+                return self._formed(info)
+            if joined is not None and self._ended_with(record, joined):
+                # This node's round completed and another participant ended it before this node
+                # read it: it still learns its place (and then that the round has ended).
+                info = RendezvousInfo(node, record.round - 1, record.previous.index(node),
+                                      record.previous, record.incarnation)
+                return self._formed(info)
             if record.complete:
                 await self._enter(record.next_group)
                 full = len(record.participants) >= self._max_nodes
@@ -515,6 +518,7 @@ class AsyncRendezvous:
                     deadline = clock() + self._join_timeout
             else:
                 size = await self._enter(record.group)
+                joined = record.group
                 self._liveness.watch(None)
                 advanced = await self._advance(view, size)
                 if advanced is not None:
@@ -543,6 +547,25 @@ class AsyncRendezvous:
                 view = self._adopt(changed)
             elif beat is not None and clock() >= beat:
                 await self._liveness.beat()
+
+    def _formed(self, info: RendezvousInfo) -> RendezvousInfo:
+        self._log(logging.INFO, "round_formed",
+                  "node %(node)r is rank %(rank)d of world size %(world_size)d in round "
+                  "%(round)d", round=info.round, rank=info.rank, world_size=info.world_size,
+                  round_id=info.round_id)
+        return info
+
+    def _ended_with(self, record: RoundRecord, joined: str) -> bool:
+        """Whether *record* opened right after the round of group *joined* completed with this
+        node (this process: its member record is still in that group)."""
+        member = self._liveness.member
+        return (
+            not record.complete
+            and self._node in record.previous
+            and joined == group_name(record.incarnation, record.round - 1)
+            and member is not None
+            and member.group == joined
+        )
 
     def _holds(self, record: RoundRecord) -> bool:
         """Whether this node (this process, not merely this id) is a participant of *record*'s

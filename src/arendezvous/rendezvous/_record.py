@@ -9,7 +9,7 @@ document. The record changes a handful of times per round, and every change wake
 Wire format, schema version 2 (UTF-8 JSON, never pickle: the bytes come from a shared store)::
 
     {"v": 2, "id": "5f0c...32 hex...", "round": 3, "complete": true, "closed": false,
-     "last_call": false, "waiting": false, "participants": ["a", "b"]}
+     "last_call": false, "waiting": false, "participants": ["a", "b"], "previous": []}
 
 ``id`` is the record's *incarnation*, drawn at random when the record is created: a store that
 loses its data gets a new one, so ``(id, round)`` never repeats within a run. Every transition is
@@ -44,7 +44,7 @@ MAX_ROUND = 2**63 - 1
 """The largest round number (a signed 64-bit integer, so every JSON reader can hold it)."""
 
 _KEYS = frozenset(("v", "id", "round", "complete", "closed", "last_call", "waiting",
-                   "participants"))
+                   "participants", "previous"))
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -66,6 +66,10 @@ class RoundRecord:
     :ivar waiting: (complete round with room) nodes wait to join: the participants should start a
         new round.
     :ivar participants: (complete round) node ids in rank order (sorted); empty while open.
+    :ivar previous: (open round) the participants of the round before it, if that round was
+        complete, in rank order: a participant that had not yet read its round complete when
+        another ended it still learns its place (PyTorch's handler, too, returns a round that a
+        peer has already left). Empty in a complete round.
     """
 
     incarnation: str
@@ -75,6 +79,7 @@ class RoundRecord:
     last_call: bool = False
     waiting: bool = False
     participants: tuple[str, ...] = ()
+    previous: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -112,12 +117,12 @@ class RoundRecord:
                 f"the run has used every round number up to {MAX_ROUND}; start a new run id"
             )
         return RoundRecord(self.incarnation, self.round + 1, closed=self.closed,
-                           last_call=last_call)
+                           last_call=last_call, previous=self.participants)
 
     def completed(self, participants: tuple[str, ...]) -> RoundRecord:
         """This round, complete with *participants* (ranked by sorted node id)."""
         return replace(self, complete=True, last_call=False, waiting=False,
-                       participants=tuple(sorted(participants)))
+                       participants=tuple(sorted(participants)), previous=())
 
     def with_last_call(self, running: bool) -> RoundRecord:
         """This open round with its last call started (or stopped)."""
@@ -148,10 +153,16 @@ def _problem(record: RoundRecord) -> str | None:
         if type(getattr(record, name)) is not bool:
             return f"{name!r} must be true or false"
     participants = record.participants
-    if type(participants) is not tuple or any(
-        type(node) is not str or not node or len(node) > MAX_NODE_LENGTH for node in participants
-    ):
-        return "'participants' must be a list of node ids"
+    for name in ("participants", "previous"):
+        nodes = getattr(record, name)
+        if type(nodes) is not tuple or any(
+            type(node) is not str or not node or len(node) > MAX_NODE_LENGTH for node in nodes
+        ):
+            return f"{name!r} must be a list of node ids"
+    if list(record.previous) != sorted(set(record.previous)):
+        return "previous participants must be distinct and in rank (sorted) order"
+    if record.previous and (record.complete or record.round == 0):
+        return "only an open round after another lists previous participants"
     if record.complete:
         if not participants:
             return "a complete round without participants"
@@ -191,6 +202,7 @@ def encode_record(record: RoundRecord) -> bytes:
         "last_call": record.last_call,
         "waiting": record.waiting,
         "participants": record.participants,
+        "previous": record.previous,
     }
     data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
     _remember(data, record)
@@ -225,9 +237,10 @@ def decode_record(data: bytes) -> RoundRecord:
         missing = sorted(_KEYS - document.keys())
         extra = sorted(document.keys() - _KEYS)
         raise _fail(f"missing fields {missing}, unexpected fields {extra}")
-    participants = document["participants"]
-    if type(participants) is not list:
-        raise _fail("'participants' must be a list of node ids")
+    participants, previous = document["participants"], document["previous"]
+    for name, nodes in (("participants", participants), ("previous", previous)):
+        if type(nodes) is not list:
+            raise _fail(f"{name!r} must be a list of node ids")
     record = RoundRecord(
         incarnation=document["id"],
         round=document["round"],
@@ -236,6 +249,7 @@ def decode_record(data: bytes) -> RoundRecord:
         last_call=document["last_call"],
         waiting=document["waiting"],
         participants=tuple(participants),
+        previous=tuple(previous),
     )
     _remember(data, record)
     return record
