@@ -37,13 +37,17 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Literal, TypeVar
 
 import anyio
 
 from .._backend import DEFAULT_MAX_STATE_SIZE, AsyncRendezvousBackend, Token, check_state
 from .._errors import RendezvousConnectionError
 from .wrapper import BackendWrapper
+
+_T = TypeVar("_T")
 
 __all__ = ("Fault", "FaultyBackend", "InjectedFault")
 
@@ -163,56 +167,45 @@ class FaultyBackend(BackendWrapper):
         error.__cause__ = cause
         return error
 
-    async def get_state(self) -> tuple[bytes, Token] | None:
-        if not self._reads:
-            return await self._backend.get_state()
-        delay, fault, _ = self._decide()
+    async def _faulty(self, what: str, call: Callable[[], Awaitable[_T]], *, write: bool) -> _T:
+        """Make *call* (the wrapped backend's *what*) through this call's drawn faults: a
+        delay, a drop before or after the store sees it, or a timeout (after which a *write*
+        applies or not, as drawn)."""
+        delay, fault, applies = self._decide()
         if delay:
             await anyio.sleep(delay)  # injected fault: a slow network
         if fault == "drop_before":
-            raise self._error(fault, "get_state")
+            raise self._error(fault, what)
         if fault == "timeout":
+            if write and applies:
+                await call()
             await self._hang()
-            raise self._error(fault, "get_state")
-        result = await self._backend.get_state()
+            raise self._error(fault, what)
+        result = await call()
         if fault == "drop_after":
-            raise self._error(fault, "get_state")
+            raise self._error(fault, what)
         return result
+
+    async def get_state(self) -> tuple[bytes, Token] | None:
+        if not self._reads:
+            return await self._backend.get_state()
+        return await self._faulty("get_state", self._backend.get_state, write=False)
 
     async def set_state(
         self, state: bytes, token: Token | None = None
     ) -> tuple[bytes, Token, bool]:
         if not isinstance(state, bytes):
             check_state(state, DEFAULT_MAX_STATE_SIZE)  # raises TypeError before any fault
-        delay, fault, applies = self._decide()
-        if delay:
-            await anyio.sleep(delay)  # injected fault: a slow network
-        if fault == "drop_before":
-            raise self._error(fault, "set_state")
-        if fault == "timeout":
-            if applies:
-                await self._backend.set_state(state, token)
-            await self._hang()
-            raise self._error(fault, "set_state")
-        result = await self._backend.set_state(state, token)
-        if fault == "drop_after":
-            raise self._error(fault, "set_state")
-        return result
+        return await self._faulty(
+            "set_state", partial(self._backend.set_state, state, token), write=True
+        )
 
     async def wait_for_change(
         self, token: Token | None, *, timeout: float | None = None
     ) -> tuple[bytes, Token] | None:
         if not self._reads:
             return await self._backend.wait_for_change(token, timeout=timeout)
-        delay, fault, _ = self._decide()
-        if delay:
-            await anyio.sleep(delay)  # injected fault: a slow network
-        if fault == "drop_before":
-            raise self._error(fault, "wait_for_change")
-        if fault == "timeout":
-            await self._hang()
-            raise self._error(fault, "wait_for_change")
-        result = await self._backend.wait_for_change(token, timeout=timeout)
-        if fault == "drop_after":
-            raise self._error(fault, "wait_for_change")
-        return result
+        return await self._faulty(
+            "wait_for_change", partial(self._backend.wait_for_change, token, timeout=timeout),
+            write=False,
+        )

@@ -15,7 +15,8 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -191,6 +192,20 @@ class ServerProcess(StartStop):
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+    def _poll_until(self, answers: Callable[[], bool], deadline: float, cap: float) -> bool:
+        """Ask *answers* until it says yes (``True``), the process ends or the monotonic
+        *deadline* passes (``False``), backing off from 5 ms to *cap* seconds between asks: a
+        starting server announces nothing but its answers."""
+        delay = 0.005
+        while time.monotonic() < deadline:
+            if not self.running:
+                return False
+            if answers():
+                return True
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))  # poll-ok: see above
+            delay = min(delay * 2, cap)
+        return False
 
     def _wait_process(self, timeout: float) -> None:
         """Wait for the server process to end, SIGKILLing it if it has not within *timeout*."""

@@ -123,7 +123,7 @@ class RedisServer(ServerProcess):
     def _start_once(self) -> bool:
         # redis-server writes its own log (--logfile): its output is not kept.
         self._popen(self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if self._wait_ready():
+        if self._poll_until(self._ping, time.monotonic() + self.startup_timeout, 0.1):
             return True
         self.kill()
         return False
@@ -136,19 +136,6 @@ class RedisServer(ServerProcess):
             f"redis-server did not answer PING on {self.endpoint} within "
             f"{self.startup_timeout} s; log tail:\n{self.log_tail()}"
         )
-
-    def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + self.startup_timeout
-        delay = 0.005
-        while time.monotonic() < deadline:
-            if not self.running:
-                return False
-            if self._ping():
-                return True
-            # Nothing to wait on but the listener itself: back off between connection attempts.
-            time.sleep(delay)  # poll-ok: a starting server announces nothing else
-            delay = min(delay * 2, 0.1)
-        return False
 
     def _ping(self) -> bool:
         try:

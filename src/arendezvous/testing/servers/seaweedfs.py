@@ -233,7 +233,12 @@ class SeaweedFSServer(ServerProcess):
     def _start_once(self) -> bool:
         ready = self._spawn_logged(self._command(), ready_markers=(_READY_MARKER,))
         deadline = time.monotonic() + self.startup_timeout
-        if ready.wait(self.startup_timeout) and self.running and self._wait_serving(deadline):
+        # Then ask until it serves the bucket, and writes into it, to our identity.
+        if (
+            ready.wait(self.startup_timeout)
+            and self.running
+            and self._poll_until(self._serving, deadline, 0.2)
+        ):
             return True
         self.kill()
         return False
@@ -257,19 +262,6 @@ class SeaweedFSServer(ServerProcess):
             f"weed did not serve S3 on {self.endpoint_url} within {self.startup_timeout} s; "
             f"log tail:\n{self.log_tail()}"
         )
-
-    def _wait_serving(self, deadline: float) -> bool:
-        """Ask the server until it serves the bucket, and writes into it, to our identity."""
-        delay = 0.01
-        while time.monotonic() < deadline:
-            if not self.running:
-                return False
-            if self._serving():
-                return True
-            # Nothing to wait on but the server's answers: back off between attempts.
-            time.sleep(delay)  # poll-ok: a starting server announces nothing more
-            delay = min(delay * 2, 0.2)
-        return False
 
     def _serving(self) -> bool:
         try:
