@@ -14,12 +14,14 @@ import pytest
 import sniffio
 
 from arendezvous import (
+    AsyncRendezvousBackend,
     BackendClosedError,
     FileBackend,
     MemoryBackend,
     MemoryStore,
     RendezvousStateError,
     SyncBackend,
+    Token,
 )
 from arendezvous.sync import LoopThread
 
@@ -178,29 +180,74 @@ def test_survives_fork(tmp_path: Path) -> None:
     backend.close()
 
 
-def test_close_ends_blocked_waiters_inside_the_error_tree() -> None:
-    """Threads blocked in a wait when the adapter closes get BackendClosedError, not a
-    ``concurrent.futures.CancelledError`` from outside the tree."""
-    backend = SyncBackend(MemoryBackend("sync-close-waiters", MemoryStore()))
-    _, token, _ = backend.set_state(b"a")
+def _embedded_backend(kind: str, tmp_path: Path, run_id: str) -> AsyncRendezvousBackend:
+    if kind == "memory":
+        return MemoryBackend(run_id, MemoryStore())
+    return FileBackend(tmp_path, run_id, durable=False)
+
+
+def _blocked_waiters(
+    backend: SyncBackend, token: Token, count: int
+) -> tuple[list[threading.Thread], list[BaseException]]:
+    """*count* threads in ``backend.wait_for_change(token)`` (no timeout), each registered as a
+    waiter on the loop before this returns; their exceptions are collected in the list."""
     errors: list[BaseException] = []
-    blocked = threading.Event()
 
     def wait() -> None:
-        blocked.set()
         try:
-            backend.wait_for_change(token, timeout=60)
+            backend.wait_for_change(token)
         except BaseException as exc:  # what it is, is the point
             errors.append(exc)
 
-    thread = threading.Thread(target=wait)
-    thread.start()
-    blocked.wait(10)
+    threads = [threading.Thread(target=wait) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+
+    async def all_waiting() -> None:
+        # Every waiter's task is on this loop: once they all exist and all tasks are blocked,
+        # all wait. Their creation cannot be awaited (run_coroutine_threadsafe makes them), so
+        # this yields to the loop (no delay) until they are there, within a bound.
+        with anyio.fail_after(10):
+            while len(asyncio.all_tasks()) <= count:  # noqa: ASYNC110 - see above
+                await asyncio.sleep(0)
+        await anyio.wait_all_tasks_blocked()
+
+    backend.loop_thread.call(all_waiting)
+    return threads, errors
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_close_ends_blocked_waiters_inside_the_error_tree(kind: str, tmp_path: Path) -> None:
+    """Threads blocked in a wait without timeout when the adapter closes get BackendClosedError,
+    not a ``concurrent.futures.CancelledError`` from outside the tree."""
+    backend = SyncBackend(_embedded_backend(kind, tmp_path, "sync-close-waiters"))
+    _, token, _ = backend.set_state(b"a")
+    threads, errors = _blocked_waiters(backend, token, 2)
     backend.close()
-    thread.join(30)
-    assert not thread.is_alive()
-    assert len(errors) == 1
-    assert isinstance(errors[0], BackendClosedError), errors
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive()
+    assert len(errors) == 2
+    assert all(isinstance(error, BackendClosedError) for error in errors), errors
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_closing_the_backend_wakes_blocked_threads(kind: str, tmp_path: Path) -> None:
+    """The wrapped handle closed on the loop (the adapter still running): threads blocked in
+    ``wait_for_change`` without timeout raise BackendClosedError from the backend itself."""
+    async_backend = _embedded_backend(kind, tmp_path, "sync-aclose-waiters")
+    backend = SyncBackend(async_backend)
+    _, token, _ = backend.set_state(b"a")
+    threads, errors = _blocked_waiters(backend, token, 2)
+    backend.loop_thread.call(async_backend.aclose)
+    for thread in threads:
+        thread.join(10)
+    try:
+        assert not any(thread.is_alive() for thread in threads), "aclose() left waiters blocked"
+        assert len(errors) == 2
+        assert all(isinstance(error, BackendClosedError) for error in errors), errors
+    finally:
+        backend.close()  # ends waiters still blocked (before the fix), so the test can end
 
 
 # -- the loop thread ---------------------------------------------------------------------------

@@ -353,6 +353,9 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
         self._max_state_size = max_state_size
         self._expire_after = check_expire_after(expire_after)
         self._closed = False
+        # This handle's own key in the process's notifier: its waiters watch it besides the
+        # state file, and aclose() notifies it, so closing wakes them (and no other handle's).
+        self._closing = object()
 
     @property
     def name(self) -> str:
@@ -528,7 +531,10 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
             return None
         with anyio.move_on_after(timeout):
             while True:
-                with _local_changes.watching(self._path) as changed:
+                with _local_changes.watching(self._path, self._closing) as changed:
+                    # Looked at once registered: a close before this is seen here, and one
+                    # after it wakes the event.
+                    self._check_open()
                     current = await anyio.to_thread.run_sync(self._read_sync)
                     if current is not None and not _same_token(current[1], token):
                         return current
@@ -538,8 +544,12 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
         return None
 
     async def aclose(self) -> None:
+        """Close the handle; tasks waiting on it raise ``BackendClosedError`` at once (a wait
+        in the middle of a read of the file, once that read ends), while other handles' waiters
+        keep waiting."""
         if not self._closed:
             self._closed = True
+            _local_changes.notify(self._closing)
             await anyio.to_thread.run_sync(self._close_sync)
 
     async def delete_run(self) -> bool:
