@@ -186,6 +186,76 @@ def _embedded_backend(kind: str, tmp_path: Path, run_id: str) -> AsyncRendezvous
     return FileBackend(tmp_path, run_id, durable=False)
 
 
+_FORKS = 20
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is POSIX-only")
+@pytest.mark.filterwarnings("ignore:.*fork:DeprecationWarning")
+@pytest.mark.parametrize("kind", ["file", "memory"])
+def test_fork_while_threads_write_leaves_a_usable_child(kind: str, tmp_path: Path) -> None:
+    """``os.fork()`` while four threads write and one waits: a lock held by one of them at the
+    fork (the handle's, the store's, the change notifier's) would be inherited held by a child
+    that has no such thread, and hang it. Every child must read and write within a bound (a hung
+    one is ended by SIGALRM and reported by its exit status)."""
+    backend = SyncBackend(_embedded_backend(kind, tmp_path, "fork-busy"))
+    backend.set_state(b"0")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            while not stop.is_set():
+                current = backend.get_state()
+                assert current is not None
+                backend.set_state(b"parent", current[1])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def wait() -> None:
+        try:
+            while not stop.is_set():
+                current = backend.get_state()
+                assert current is not None
+                backend.wait_for_change(current[1])  # woken by the writers' next write
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    threads.append(threading.Thread(target=wait))
+    for thread in threads:
+        thread.start()
+    try:
+        for attempt in range(_FORKS):
+            pid = os.fork()
+            if pid == 0:  # the child: only this thread exists here
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                signal.alarm(10)  # a hung child dies of it
+                code = 1
+                try:
+                    current = backend.get_state()
+                    assert current is not None
+                    backend.set_state(b"child", current[1])
+                    assert backend.get_state() is not None
+                    backend.close()
+                    code = 0
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, (
+                f"child {attempt + 1} of {_FORKS} ended with status "
+                f"{os.waitstatus_to_exitcode(status)} (-{int(signal.SIGALRM)}: it hung)"
+            )
+    finally:
+        stop.set()
+        current = backend.get_state()
+        assert current is not None
+        backend.set_state(b"last", current[1])  # wakes the waiter
+        for thread in threads:
+            thread.join(30)
+        backend.close()
+    assert not errors
+
+
 def _blocked_waiters(
     backend: SyncBackend, token: Token, count: int
 ) -> tuple[list[threading.Thread], list[BaseException]]:

@@ -14,6 +14,8 @@ from contextlib import contextmanager, suppress
 
 import anyio
 
+from ._forksafe import renew_in_child
+
 __all__ = ("ChangeNotifier", "threadsafe_setter")
 
 
@@ -53,6 +55,7 @@ class ChangeNotifier:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")  # a notifier lives across fork(): see _forksafe
         self._waiters: dict[Hashable, set[Callable[[], None]]] = {}
         #: Whether anyone watches any key: a lock-free check that writers make before notify().
         self.has_waiters = False

@@ -16,7 +16,9 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
+import arendezvous.backends.file as file_module
 from _counter_race import run_counter_race
+from _forking import fork_with_locks_held
 from arendezvous import (
     AsyncRendezvousBackend,
     FileBackend,
@@ -602,3 +604,26 @@ def test_an_oversize_state_file_is_refused_before_it_is_read(tmp_path: Path) -> 
         _refused(_within(10, call, backend.path), backend.path)
     backend.path.write_bytes(_fileformat.encode(os.urandom(16), 1, b"s" * 1000))
     assert anyio.run(backend.get_state) is not None  # at the limit: accepted
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is POSIX-only")
+@pytest.mark.filterwarnings("ignore:.*fork:DeprecationWarning")
+def test_a_fork_while_a_handles_locks_are_held_leaves_a_usable_child(tmp_path: Path) -> None:
+    """A thread holding the handle's thread lock and the process's change notifier's lock at
+    the fork: the child still writes, and wakes waiters (the locks are renewed there)."""
+    backend = FileBackend(tmp_path, "fork-held", durable=False)
+    anyio.run(backend.set_state, b"parent")
+    notifier = file_module._local_changes
+
+    def child() -> None:
+        async def use() -> None:
+            with notifier.watching("another key"):  # the write's notify() takes the lock
+                current = await backend.get_state()
+                assert current is not None
+                assert (await backend.set_state(b"child", current[1]))[2]
+        anyio.run(use)
+
+    assert fork_with_locks_held([backend._files._thread_lock, notifier._lock], child) == 0
+    current = anyio.run(backend.get_state)
+    assert current is not None
+    assert current[0] == b"child"

@@ -51,6 +51,7 @@ from .._backend import (
     check_timeout,
 )
 from .._errors import RendezvousConnectionError, RendezvousError, RendezvousStateError
+from .._forksafe import renew_in_child
 from .._members import (
     Member,
     MemberPut,
@@ -271,7 +272,10 @@ class _RunFiles:
         self.lock = directory / f"{stem}.{_LOCK}"
         self._run_id = run_id
         # flock excludes other open files, not other threads sharing ours: the thread lock does.
+        # A forked child gets it back unlocked (see _forksafe) and opens a lock file of its own
+        # (see _acquire): the parent's open file, and its flock, are shared with the child.
         self._thread_lock = threading.Lock()
+        renew_in_child(self, "_thread_lock")
         self._fd: int | None = None
         self._fd_pid = 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 import urllib.parse
@@ -33,6 +34,7 @@ from .._backend import (
     check_state,
     check_timeout,
 )
+from .._forksafe import renew_in_child
 from .._members import (
     Member,
     MemberPut,
@@ -84,6 +86,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")  # a forked child keeps using its copy: see _forksafe
         self._states: dict[str, tuple[bytes, MemoryToken]] = {}
         self._rosters: dict[str, _Roster] = {}
         self._notifier = ChangeNotifier()
@@ -190,6 +193,7 @@ class MemoryStore:
 _default_store = MemoryStore()
 _named_stores: dict[str, MemoryStore] = {}
 _named_stores_lock = threading.Lock()
+renew_in_child(sys.modules[__name__], "_named_stores_lock")
 
 
 def default_store() -> MemoryStore:
