@@ -14,12 +14,14 @@ import pytest
 import sniffio
 
 from arendezvous import (
+    AsyncRendezvousBackend,
     BackendClosedError,
     FileBackend,
     MemoryBackend,
     MemoryStore,
     RendezvousStateError,
     SyncBackend,
+    Token,
 )
 from arendezvous.sync import LoopThread
 
@@ -178,29 +180,144 @@ def test_survives_fork(tmp_path: Path) -> None:
     backend.close()
 
 
-def test_close_ends_blocked_waiters_inside_the_error_tree() -> None:
-    """Threads blocked in a wait when the adapter closes get BackendClosedError, not a
-    ``concurrent.futures.CancelledError`` from outside the tree."""
-    backend = SyncBackend(MemoryBackend("sync-close-waiters", MemoryStore()))
-    _, token, _ = backend.set_state(b"a")
+def _embedded_backend(kind: str, tmp_path: Path, run_id: str) -> AsyncRendezvousBackend:
+    if kind == "memory":
+        return MemoryBackend(run_id, MemoryStore())
+    return FileBackend(tmp_path, run_id, durable=False)
+
+
+_FORKS = 20
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is POSIX-only")
+@pytest.mark.filterwarnings("ignore:.*fork:DeprecationWarning")
+@pytest.mark.parametrize("kind", ["file", "memory"])
+def test_fork_while_threads_write_leaves_a_usable_child(kind: str, tmp_path: Path) -> None:
+    """``os.fork()`` while four threads write and one waits: a lock held by one of them at the
+    fork (the handle's, the store's, the change notifier's) would be inherited held by a child
+    that has no such thread, and hang it. Every child must read and write within a bound (a hung
+    one is ended by SIGALRM and reported by its exit status)."""
+    backend = SyncBackend(_embedded_backend(kind, tmp_path, "fork-busy"))
+    backend.set_state(b"0")
+    stop = threading.Event()
     errors: list[BaseException] = []
-    blocked = threading.Event()
+
+    def write() -> None:
+        try:
+            while not stop.is_set():
+                current = backend.get_state()
+                assert current is not None
+                backend.set_state(b"parent", current[1])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
 
     def wait() -> None:
-        blocked.set()
         try:
-            backend.wait_for_change(token, timeout=60)
+            while not stop.is_set():
+                current = backend.get_state()
+                assert current is not None
+                backend.wait_for_change(current[1])  # woken by the writers' next write
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    threads.append(threading.Thread(target=wait))
+    for thread in threads:
+        thread.start()
+    try:
+        for attempt in range(_FORKS):
+            pid = os.fork()
+            if pid == 0:  # the child: only this thread exists here
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                signal.alarm(10)  # a hung child dies of it
+                code = 1
+                try:
+                    current = backend.get_state()
+                    assert current is not None
+                    backend.set_state(b"child", current[1])
+                    assert backend.get_state() is not None
+                    backend.close()
+                    code = 0
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, (
+                f"child {attempt + 1} of {_FORKS} ended with status "
+                f"{os.waitstatus_to_exitcode(status)} (-{int(signal.SIGALRM)}: it hung)"
+            )
+    finally:
+        stop.set()
+        current = backend.get_state()
+        assert current is not None
+        backend.set_state(b"last", current[1])  # wakes the waiter
+        for thread in threads:
+            thread.join(30)
+        backend.close()
+    assert not errors
+
+
+def _blocked_waiters(
+    backend: SyncBackend, token: Token, count: int
+) -> tuple[list[threading.Thread], list[BaseException]]:
+    """*count* threads in ``backend.wait_for_change(token)`` (no timeout), each registered as a
+    waiter on the loop before this returns; their exceptions are collected in the list."""
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            backend.wait_for_change(token)
         except BaseException as exc:  # what it is, is the point
             errors.append(exc)
 
-    thread = threading.Thread(target=wait)
-    thread.start()
-    blocked.wait(10)
+    threads = [threading.Thread(target=wait) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+
+    async def all_waiting() -> None:
+        # Every waiter's task is on this loop: once they all exist and all tasks are blocked,
+        # all wait. Their creation cannot be awaited (run_coroutine_threadsafe makes them), so
+        # this yields to the loop (no delay) until they are there, within a bound.
+        with anyio.fail_after(10):
+            while len(asyncio.all_tasks()) <= count:  # noqa: ASYNC110 - see above
+                await asyncio.sleep(0)
+        await anyio.wait_all_tasks_blocked()
+
+    backend.loop_thread.call(all_waiting)
+    return threads, errors
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_close_ends_blocked_waiters_inside_the_error_tree(kind: str, tmp_path: Path) -> None:
+    """Threads blocked in a wait without timeout when the adapter closes get BackendClosedError,
+    not a ``concurrent.futures.CancelledError`` from outside the tree."""
+    backend = SyncBackend(_embedded_backend(kind, tmp_path, "sync-close-waiters"))
+    _, token, _ = backend.set_state(b"a")
+    threads, errors = _blocked_waiters(backend, token, 2)
     backend.close()
-    thread.join(30)
-    assert not thread.is_alive()
-    assert len(errors) == 1
-    assert isinstance(errors[0], BackendClosedError), errors
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive()
+    assert len(errors) == 2
+    assert all(isinstance(error, BackendClosedError) for error in errors), errors
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_closing_the_backend_wakes_blocked_threads(kind: str, tmp_path: Path) -> None:
+    """The wrapped handle closed on the loop (the adapter still running): threads blocked in
+    ``wait_for_change`` without timeout raise BackendClosedError from the backend itself."""
+    async_backend = _embedded_backend(kind, tmp_path, "sync-aclose-waiters")
+    backend = SyncBackend(async_backend)
+    _, token, _ = backend.set_state(b"a")
+    threads, errors = _blocked_waiters(backend, token, 2)
+    backend.loop_thread.call(async_backend.aclose)
+    for thread in threads:
+        thread.join(10)
+    try:
+        assert not any(thread.is_alive() for thread in threads), "aclose() left waiters blocked"
+        assert len(errors) == 2
+        assert all(isinstance(error, BackendClosedError) for error in errors), errors
+    finally:
+        backend.close()  # ends waiters still blocked (before the fix), so the test can end
 
 
 # -- the loop thread ---------------------------------------------------------------------------

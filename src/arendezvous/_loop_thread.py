@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import anyio
 
 from ._errors import BackendClosedError
+from ._forksafe import renew_in_child
 from ._notify import threadsafe_setter
 
 __all__ = ("LoopThread",)
@@ -132,6 +133,7 @@ class LoopThread:
         self._name = name
         self._owner = owner
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")  # a forked child starts a loop of its own under it
         self._stopped = False
         self._start()
 
@@ -177,8 +179,8 @@ class LoopThread:
 
     def _current_loop(self) -> asyncio.AbstractEventLoop:
         if self._pid != os.getpid():
-            # Only the forking thread exists in the child; the parent's lock may have been held.
-            self._lock = threading.Lock()
+            # A forked child: its first caller starts its loop (the lock was renewed at the fork,
+            # so that callers racing here all take the same one).
             with self._lock:
                 if self._pid != os.getpid() and not self._stopped:
                     self._start()

@@ -14,6 +14,8 @@ from contextlib import contextmanager, suppress
 
 import anyio
 
+from ._forksafe import renew_in_child
+
 __all__ = ("ChangeNotifier", "threadsafe_setter")
 
 
@@ -53,32 +55,36 @@ class ChangeNotifier:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")  # a notifier lives across fork(): see _forksafe
         self._waiters: dict[Hashable, set[Callable[[], None]]] = {}
         #: Whether anyone watches any key: a lock-free check that writers make before notify().
         self.has_waiters = False
 
     @contextmanager
-    def watching(self, key: Hashable) -> Iterator[anyio.Event]:
-        """Register for changes of *key* for the duration of the block; yield the event to await.
+    def watching(self, key: Hashable, *more_keys: Hashable) -> Iterator[anyio.Event]:
+        """Register for changes of *key* (and of each of *more_keys*: a handle's own key, which
+        its ``aclose()`` notifies) for the duration of the block; yield the event to await.
 
-        The event fires at most once; open a new block to wait again.
+        The event fires at most once, whichever key is notified; open a new block to wait again.
         """
         event = anyio.Event()
         wake = threadsafe_setter(event)
+        keys = (key, *more_keys)
         with self._lock:
-            self._waiters.setdefault(key, set()).add(wake)
+            for each in keys:
+                self._waiters.setdefault(each, set()).add(wake)
             self.has_waiters = True
         try:
             yield event
         finally:
             with self._lock:
-                waiters = self._waiters.get(key)
-                if waiters is not None:
-                    waiters.discard(wake)
-                    if not waiters:
-                        del self._waiters[key]
+                for each in keys:
+                    waiters = self._waiters.get(each)
+                    if waiters is not None:
+                        waiters.discard(wake)
+                        if not waiters:
+                            del self._waiters[each]
                 self.has_waiters = bool(self._waiters)
-
 
     def notify(self, key: Hashable) -> None:
         """Wake every task currently watching *key*. Cheap when nobody watches."""

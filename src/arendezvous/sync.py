@@ -9,13 +9,13 @@ portal costs more per call), and asyncio is the loop every bundled store client 
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._backend import AsyncRendezvousBackend, Token
 from ._errors import BackendClosedError
+from ._forksafe import renew_in_child
 from ._loop_thread import LoopThread
 
 __all__ = ("LoopThread", "SyncBackend")
@@ -43,8 +43,8 @@ class SyncBackend:
                 f"SyncBackend wraps an AsyncRendezvousBackend, not {type(backend).__name__}"
             )
         self._backend = backend
-        self._pid = os.getpid()
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")  # a forked child can close its copy: see _forksafe
         self._closed = False
         self._loop_thread = LoopThread(_THREAD_NAME, owner="SyncBackend")
 
@@ -90,9 +90,6 @@ class SyncBackend:
 
     def close(self) -> None:
         """Close the backend, stop the loop thread and wait for it to exit. Idempotent."""
-        if self._pid != os.getpid():
-            # Only this thread exists in the child; the parent's lock may have been held.
-            self._lock, self._pid = threading.Lock(), os.getpid()
         with self._lock:
             if self._closed:
                 return

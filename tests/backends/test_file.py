@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -14,7 +16,9 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
+import arendezvous.backends.file as file_module
 from _counter_race import run_counter_race
+from _forking import fork_with_locks_held
 from arendezvous import (
     AsyncRendezvousBackend,
     FileBackend,
@@ -481,3 +485,145 @@ def test_expire_after_option() -> None:
         FileBackend("/tmp/rdzv", "r", expire_after=-1)
     with pytest.raises(TypeError, match="expire_after"):
         FileBackend("/tmp/rdzv", "r", expire_after="60")  # type: ignore[arg-type]
+
+
+# -- what the backend finds at its paths is not trusted ----------------------------------------
+
+
+def _within(seconds: float, function: Callable[[], Awaitable[object]], fifo: Path) -> object:
+    """Await *function()* on a loop of its own, in a thread; return what it returned or raised.
+
+    A call blocked on the FIFO *fifo* (an ``open`` waiting for a writer) cannot be cancelled: if
+    it is still running after *seconds*, a writer opens the FIFO to let it go, and the test fails.
+    """
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(anyio.run(function))
+        except BaseException as exc:  # what it is, is the point
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # a writer: the open returns
+        thread.join(30)
+        pytest.fail(f"the call was still blocked on the FIFO {fifo} after {seconds} s")
+    return outcome[0]
+
+
+def _refused(outcome: object, path: Path) -> None:
+    assert isinstance(outcome, RendezvousStateError), outcome
+    assert str(path) in str(outcome)
+
+
+@pytest.mark.parametrize("which", ["state", "members", "lock"])
+def test_a_fifo_at_a_runs_path_is_refused_without_blocking(tmp_path: Path, which: str) -> None:
+    """A FIFO at the state, member or lock file's path would block an ``open`` for reading
+    until a writer comes: every call refuses it at once, naming it, and leaves it there."""
+    backend = FileBackend(tmp_path, "fifo", durable=False)
+    fifo = {"state": backend.path, "members": tmp_path / "fifo.members",
+            "lock": tmp_path / "fifo.lock"}[which]
+    os.mkfifo(fifo, 0o600)
+    table = backend.member_table()
+    read_state, write_state = backend.get_state, lambda: backend.set_state(b"x")
+    read_member, write_member = (lambda: table.get("node"),
+                                 lambda: table.put("node", "group", b"v", None))
+    calls: list[Callable[[], Awaitable[object]]] = {
+        "state": [read_state, write_state],
+        "members": [read_member, write_member],
+        "lock": [write_state, write_member],  # writers take the lock, readers do not
+    }[which]
+    for call in calls:
+        _refused(_within(10, call, fifo), fifo)
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_a_fifo_as_a_hashed_runs_lock_file_does_not_block_listing(tmp_path: Path) -> None:
+    """Listing reads a hashed run's lock file to name it: a FIFO there is skipped, not read."""
+    backend = FileBackend(tmp_path, "r" * 300, durable=False)
+    anyio.run(backend.set_state, b"x")
+    lock = backend.path.with_suffix(".lock")
+    lock.unlink()
+    os.mkfifo(lock, 0o600)
+    runs = _within(10, backend.list_runs, lock)
+    assert isinstance(runs, list), runs
+    assert stat.S_ISFIFO(os.lstat(lock).st_mode)
+
+
+@pytest.mark.parametrize("which", ["state", "members"])
+def test_a_device_at_a_runs_path_is_refused(tmp_path: Path, which: str) -> None:
+    """A symbolic link to ``/dev/zero`` would be read until memory runs out; devices and
+    directories are refused before reading, while a link to a regular file is followed."""
+    backend = FileBackend(tmp_path, "device", durable=False)
+    path = backend.path if which == "state" else tmp_path / "device.members"
+    table = backend.member_table()
+    read = backend.get_state if which == "state" else lambda: table.get("node")
+    write = (lambda: backend.set_state(b"x")) if which == "state" else (
+        lambda: table.put("node", "group", b"v", None))
+    path.symlink_to("/dev/zero")
+    for call in (read, write):
+        _refused(_within(10, call, path), path)
+        assert os.readlink(path) == "/dev/zero"
+    path.unlink()
+    path.mkdir()
+    for call in (read, write):
+        _refused(_within(10, call, path), path)
+        assert path.is_dir()
+    path.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    anyio.run(write)
+    os.replace(path, elsewhere)
+    path.symlink_to(elsewhere)
+    assert anyio.run(read) is not None  # a link to a regular file is read
+
+
+def test_an_oversize_state_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """A huge (sparse) file is refused by its size, never read whole; a file whose header
+    declares more than the handle's limit is refused too. Neither is touched."""
+    backend = FileBackend(tmp_path, "big", durable=False, max_state_size=1000)
+    with open(backend.path, "wb") as file:
+        file.truncate(512 << 20)
+    before = os.stat(backend.path)
+    tracemalloc.start()
+    try:
+        for call in (backend.get_state, lambda: backend.set_state(b"x")):
+            _refused(_within(10, call, backend.path), backend.path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak} bytes allocated: the file was read"
+    after = os.stat(backend.path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino, before.st_size, before.st_mtime_ns)
+
+    backend.path.write_bytes(_fileformat.encode(os.urandom(16), 1, b"s" * 1001))
+    for call in (backend.get_state, lambda: backend.set_state(b"x")):
+        _refused(_within(10, call, backend.path), backend.path)
+    backend.path.write_bytes(_fileformat.encode(os.urandom(16), 1, b"s" * 1000))
+    assert anyio.run(backend.get_state) is not None  # at the limit: accepted
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is POSIX-only")
+@pytest.mark.filterwarnings("ignore:.*fork:DeprecationWarning")
+def test_a_fork_while_a_handles_locks_are_held_leaves_a_usable_child(tmp_path: Path) -> None:
+    """A thread holding the handle's thread lock and the process's change notifier's lock at
+    the fork: the child still writes, and wakes waiters (the locks are renewed there)."""
+    backend = FileBackend(tmp_path, "fork-held", durable=False)
+    anyio.run(backend.set_state, b"parent")
+    notifier = file_module._local_changes
+
+    def child() -> None:
+        async def use() -> None:
+            with notifier.watching("another key"):  # the write's notify() takes the lock
+                current = await backend.get_state()
+                assert current is not None
+                assert (await backend.set_state(b"child", current[1]))[2]
+        anyio.run(use)
+
+    assert fork_with_locks_held([backend._files._thread_lock, notifier._lock], child) == 0
+    current = anyio.run(backend.get_state)
+    assert current is not None
+    assert current[0] == b"child"

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import anyio
 import pytest
 
 import arendezvous.backends.memory as memory_module
+from _forking import fork_with_locks_held
 from arendezvous import (
     AsyncRendezvousBackend,
     MemoryBackend,
@@ -291,3 +293,25 @@ def test_expire_after_option() -> None:
         MemoryBackend("r", expire_after=float("nan"))
     with pytest.raises(TypeError, match="expire_after"):
         MemoryBackend("r", expire_after=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is POSIX-only")
+@pytest.mark.filterwarnings("ignore:.*fork:DeprecationWarning")
+def test_a_fork_while_the_stores_locks_are_held_leaves_a_usable_child() -> None:
+    """A thread holding the store's lock and its notifier's at the fork: the child still reads,
+    writes and wakes (the locks are renewed there)."""
+    store = MemoryStore()
+    backend = MemoryBackend("fork-held", store)
+    anyio.run(backend.set_state, b"parent")
+    named = memory_module._named_stores_lock
+
+    def child() -> None:
+        async def use() -> None:
+            with store._notifier.watching("another key"):  # notify() takes the lock
+                current = await backend.get_state()
+                assert current is not None
+                assert (await backend.set_state(b"child", current[1]))[2]
+        anyio.run(use)
+        named_store("fork-held")
+
+    assert fork_with_locks_held([store._lock, store._notifier._lock, named], child) == 0

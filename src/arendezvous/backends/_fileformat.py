@@ -17,7 +17,7 @@ import zlib
 
 from .._errors import RendezvousStateError
 
-__all__ = ("HEADER_SIZE", "MAGIC", "decode", "encode", "format_token")
+__all__ = ("HEADER_SIZE", "MAGIC", "declared_size", "decode", "encode", "format_token")
 
 MAGIC = b"ARDZ"
 FORMAT_VERSION = 1
@@ -35,6 +35,19 @@ def encode(incarnation: bytes, counter: int, state: bytes) -> bytes:
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, incarnation, counter, len(state))
     checksum = zlib.crc32(state, zlib.crc32(prefix))
     return b"".join((prefix, checksum.to_bytes(4, "big"), state))
+
+
+def declared_size(header: bytes) -> int | None:
+    """The whole file's size (header and state) that *header*, a file's first
+    :data:`HEADER_SIZE` bytes, declares; ``None`` if it is no header of this format (then
+    :func:`decode` refuses the file whatever follows). Lets a reader stop where the file should
+    end instead of reading whatever is there."""
+    if len(header) < HEADER_SIZE:
+        return None
+    magic, version, _, _, length = _PREFIX.unpack_from(header)
+    if magic != MAGIC or version != FORMAT_VERSION:
+        return None
+    return HEADER_SIZE + int(length)
 
 
 def decode(data: bytes) -> tuple[bytes, int, bytes]:

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import fcntl
 import json
 import logging
 import os
+import stat
 import threading
 import time
 import urllib.parse
@@ -48,7 +50,8 @@ from .._backend import (
     check_state,
     check_timeout,
 )
-from .._errors import RendezvousConnectionError, RendezvousStateError
+from .._errors import RendezvousConnectionError, RendezvousError, RendezvousStateError
+from .._forksafe import renew_in_child
 from .._members import (
     Member,
     MemberPut,
@@ -73,6 +76,14 @@ DEFAULT_POLL_INTERVAL = 0.05
 
 _STATE, _MEMBERS, _LOCK = "rdzv", "members", "lock"
 
+MAX_MEMBER_FILE = 64 << 20
+"""The largest member file read, in bytes: some 7,000 records of the largest size (a record
+holds at most a 1 KiB value), several hundred thousand typical ones; a bigger file is refused
+as damaged rather than read."""
+
+_MAX_LOCK_FILE = 1 << 20
+"""The largest lock file read (it holds a run id) when a listing names a hashed run."""
+
 # Handles in this process wake each other at once; other processes are seen by polling.
 _local_changes = ChangeNotifier()
 
@@ -86,23 +97,114 @@ def _run_id_of(directory: Path, stem: str) -> str | None:
     """
     if is_hashed_name(stem):
         try:
-            named = (directory / f"{stem}.{_LOCK}").read_bytes().decode()
-        except (OSError, UnicodeDecodeError):
+            found = _read_file(directory / f"{stem}.{_LOCK}", _MAX_LOCK_FILE, formatted=False)
+            named = "" if found is None else found[0].decode()
+        except (RendezvousError, UnicodeDecodeError):
             named = ""
         if named and run_name(named) == stem:
             return named
     return decode_run_name(stem)
 
 
-def _read_file(path: Path) -> tuple[bytes, float] | None:
-    """The bytes of *path* and its modification time, or ``None`` if there is no such file."""
+def _open_regular(path: Path, flags: int) -> tuple[int, os.stat_result] | None:
+    """Open *path* with *flags* and return the descriptor and its status, or ``None`` if there
+    is no such file.
+
+    What the backend finds at its paths is not trusted: it is opened without blocking
+    (``O_NONBLOCK``: an ``open`` of a FIFO would otherwise wait for a writer), and anything but a
+    regular file -- a FIFO, a device such as ``/dev/zero`` (read forever), a directory, a socket
+    -- is refused and left where it is. A symbolic link is followed (a link to a regular file
+    may be an administrator's choice); what it points to must be a regular file.
+
+    :raises RendezvousStateError: *path* is not a regular file.
+    :raises RendezvousConnectionError: it cannot be opened or examined.
+    """
     try:
-        with open(path, "rb") as file:
-            return file.read(), os.fstat(file.fileno()).st_mtime
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if exc.errno in (errno.EISDIR, errno.ENXIO):  # a directory; a socket or FIFO
+            raise RendezvousStateError(
+                f"{path} is not a regular file: refused, and left as it is"
+            ) from exc
+        raise RendezvousConnectionError(f"cannot open {path}: {exc}") from exc
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise RendezvousStateError(
+                f"{path} is not a regular file (mode {stat.filemode(status.st_mode)}): refused, "
+                "and left as it is"
+            )
+    except OSError as exc:
+        os.close(fd)
         raise RendezvousConnectionError(f"cannot read {path}: {exc}") from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, status
+
+
+def _read_at_most(fd: int, count: int) -> bytes:
+    """Up to *count* bytes from *fd* (fewer only at the end of the file)."""
+    chunks: list[bytes] = []
+    while count > 0:
+        chunk = os.read(fd, count)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_file(path: Path, limit: int, *, formatted: bool = True) -> tuple[bytes, float] | None:
+    """The bytes of the regular file *path* and its modification time, or ``None`` if there is
+    no such file: the one way the backend reads what it finds (see :func:`_open_regular`).
+
+    Never reads more than *limit* bytes and one: a file larger is refused, by its size before
+    anything is read (a 512 MiB sparse file costs nothing), or once the read passes the limit (a
+    file growing meanwhile). A *formatted* file (:mod:`._fileformat`: state and member files)
+    is read no further than its header declares, and one byte more to see trailing garbage;
+    after a header of another format, not at all.
+
+    :raises RendezvousStateError: *path* is not a regular file, or is larger than *limit*.
+    :raises RendezvousConnectionError: it cannot be read.
+    """
+    opened = _open_regular(path, os.O_RDONLY)
+    if opened is None:
+        return None
+    fd, status = opened
+    try:
+        if status.st_size > limit:
+            raise RendezvousStateError(
+                f"{path} holds {status.st_size} bytes, more than the {limit} this handle reads: "
+                "refused unread, and left as it is"
+            )
+        if formatted:
+            data = _read_at_most(fd, _fileformat.HEADER_SIZE)
+            size = _fileformat.declared_size(data)
+            if size is not None:
+                data += _read_at_most(fd, min(size, limit) + 1 - len(data))
+        else:
+            data = _read_at_most(fd, limit + 1)
+    except OSError as exc:
+        raise RendezvousConnectionError(f"cannot read {path}: {exc}") from exc
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise RendezvousStateError(
+            f"{path} holds more than the {limit} bytes this handle reads: refused, and left as "
+            "it is"
+        )
+    return data, status.st_mtime
+
+
+def _decode(path: Path, data: bytes) -> tuple[bytes, int, bytes]:
+    """:func:`._fileformat.decode` of the file *path*'s bytes, its errors naming *path*."""
+    try:
+        return _fileformat.decode(data)
+    except RendezvousStateError as exc:
+        raise RendezvousStateError(f"{path}: {exc}") from exc
 
 
 def _stat(path: Path) -> os.stat_result | None:
@@ -170,7 +272,10 @@ class _RunFiles:
         self.lock = directory / f"{stem}.{_LOCK}"
         self._run_id = run_id
         # flock excludes other open files, not other threads sharing ours: the thread lock does.
+        # A forked child gets it back unlocked (see _forksafe) and opens a lock file of its own
+        # (see _acquire): the parent's open file, and its flock, are shared with the child.
         self._thread_lock = threading.Lock()
+        renew_in_child(self, "_thread_lock")
         self._fd: int | None = None
         self._fd_pid = 0
 
@@ -216,11 +321,13 @@ class _RunFiles:
             os.close(fd)
 
     def _open(self) -> int:
+        """Open the lock file, created if missing; refuse one that is not a regular file (a
+        FIFO, a device: see :func:`_open_regular`)."""
         while True:
-            try:
-                return os.open(self.lock, os.O_RDWR | os.O_CLOEXEC)
-            except FileNotFoundError:
-                self.create_lock_file()
+            opened = _open_regular(self.lock, os.O_RDWR)
+            if opened is not None:
+                return opened[0]
+            self.create_lock_file()
 
     def create_lock_file(self) -> None:
         """Create the lock file (mode 0600, in a directory created 0700) holding the run id,
@@ -326,6 +433,11 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
         background. A handle without it removes nothing, so give every handle on a directory the
         same ``expire_after`` (the URL option does).
 
+    What it finds at the run's paths is not trusted: a FIFO, a device, a directory (or a link to
+    one) at the state, member or lock file's path, or a state file larger than the header plus
+    ``max_state_size``, raises :class:`~arendezvous.RendezvousStateError` naming the path, at
+    once and without reading it whole, and is left as it is.
+
     Runs on asyncio and trio. Cancelling a call lets its worker thread finish the locked section,
     so a write is applied entirely or not at all; the cancellation is delivered after it.
     """
@@ -353,6 +465,9 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
         self._max_state_size = max_state_size
         self._expire_after = check_expire_after(expire_after)
         self._closed = False
+        # This handle's own key in the process's notifier: its waiters watch it besides the
+        # state file, and aclose() notifies it, so closing wakes them (and no other handle's).
+        self._closing = object()
 
     @property
     def name(self) -> str:
@@ -398,11 +513,16 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
             return False
         return self._files.expire(expire_after, keep_lock=True, durable=self._durable)
 
+    def _read_state(self) -> tuple[bytes, float] | None:
+        """The state file's bytes and modification time (``None``: no file), bounded by this
+        handle's ``max_state_size`` and the header (see :func:`_read_file`)."""
+        return _read_file(self._path, _fileformat.HEADER_SIZE + self._max_state_size)
+
     def _read_sync(self) -> tuple[bytes, str] | None:
-        found = _read_file(self._path)
+        found = self._read_state()
         if self._expired_sync(None if found is None else found[1]) or found is None:
             return None
-        incarnation, counter, state = _fileformat.decode(found[0])
+        incarnation, counter, state = _decode(self._path, found[0])
         return state, _fileformat.format_token(incarnation, counter)
 
     def _locked(self, section: Callable[[], _T]) -> _T:
@@ -411,7 +531,7 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
 
     def _compare_and_set_sync(self, state: bytes, token: Token | None) -> tuple[bytes, Token, bool]:
         def section() -> tuple[bytes, Token, bool]:
-            found = _read_file(self._path)
+            found = self._read_state()
             if self._expire_for_write(None if found is None else found[1]):
                 found = None
             if found is None:
@@ -419,7 +539,7 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
                     return b"", None, False
                 incarnation, counter = os.urandom(16), 1
             else:
-                incarnation, counter, current = _fileformat.decode(found[0])
+                incarnation, counter, current = _decode(self._path, found[0])
                 current_token = _fileformat.format_token(incarnation, counter)
                 if not _same_token(current_token, token):
                     return current, current_token, False
@@ -528,7 +648,10 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
             return None
         with anyio.move_on_after(timeout):
             while True:
-                with _local_changes.watching(self._path) as changed:
+                with _local_changes.watching(self._path, self._closing) as changed:
+                    # Looked at once registered: a close before this is seen here, and one
+                    # after it wakes the event.
+                    self._check_open()
                     current = await anyio.to_thread.run_sync(self._read_sync)
                     if current is not None and not _same_token(current[1], token):
                         return current
@@ -538,8 +661,12 @@ class FileBackend(RunHandle, AsyncRendezvousBackend):
         return None
 
     async def aclose(self) -> None:
+        """Close the handle; tasks waiting on it raise ``BackendClosedError`` at once (a wait
+        in the middle of a read of the file, once that read ends), while other handles' waiters
+        keep waiting."""
         if not self._closed:
             self._closed = True
+            _local_changes.notify(self._closing)
             await anyio.to_thread.run_sync(self._close_sync)
 
     async def delete_run(self) -> bool:
@@ -586,7 +713,7 @@ def _decode_members(
     """
     if found is None:
         return os.urandom(16), 1, {}
-    incarnation, next_number, payload = _fileformat.decode(found[0])
+    incarnation, next_number, payload = _decode(path, found[0])
     try:
         records = json.loads(payload)
         if type(records) is not dict:
@@ -608,7 +735,7 @@ def _count_members(path: Path) -> int | None:
     """How many records the member file *path* holds (0 without one); ``None`` if it cannot be
     read or decoded (listing reports what it can rather than fail on one damaged run)."""
     try:
-        return len(_decode_members(path, _read_file(path))[2])
+        return len(_decode_members(path, _read_file(path, MAX_MEMBER_FILE))[2])
     except (RendezvousStateError, RendezvousConnectionError):
         return None
 
@@ -640,7 +767,7 @@ class FileMemberTable(MemberTable):
 
     def _load(self) -> tuple[bytes, int, dict[str, list[Any]]]:
         """For readers: the records, or an empty table if the run has expired (and was removed)."""
-        found = _read_file(self._path)
+        found = _read_file(self._path, MAX_MEMBER_FILE)
         if self._backend._expired_sync(None if found is None else found[1]):
             found = None
         return _decode_members(self._path, found)
@@ -672,7 +799,7 @@ class FileMemberTable(MemberTable):
         backend = self._backend
 
         def section() -> _T:
-            found = _read_file(self._path)
+            found = _read_file(self._path, MAX_MEMBER_FILE)
             if backend._expire_for_write(None if found is None else found[1]):
                 found = None
             incarnation, next_number, records = _decode_members(self._path, found)

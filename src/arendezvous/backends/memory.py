@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 import urllib.parse
@@ -33,6 +34,7 @@ from .._backend import (
     check_state,
     check_timeout,
 )
+from .._forksafe import renew_in_child
 from .._members import (
     Member,
     MemberPut,
@@ -84,6 +86,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")  # a forked child keeps using its copy: see _forksafe
         self._states: dict[str, tuple[bytes, MemoryToken]] = {}
         self._rosters: dict[str, _Roster] = {}
         self._notifier = ChangeNotifier()
@@ -190,6 +193,7 @@ class MemoryStore:
 _default_store = MemoryStore()
 _named_stores: dict[str, MemoryStore] = {}
 _named_stores_lock = threading.Lock()
+renew_in_child(sys.modules[__name__], "_named_stores_lock")
 
 
 def default_store() -> MemoryStore:
@@ -230,6 +234,9 @@ class MemoryBackend(RunHandle, AsyncRendezvousBackend):
         self._max_state_size = max_state_size
         self._expire_after = check_expire_after(expire_after)
         self._closed = False
+        # This handle's own key in the store's notifier: its waiters watch it besides what they
+        # wait for, and aclose() notifies it, so closing wakes them (and no other handle's).
+        self._closing = object()
 
     @property
     def name(self) -> str:
@@ -292,7 +299,10 @@ class MemoryBackend(RunHandle, AsyncRendezvousBackend):
         check_timeout(timeout)
         with anyio.move_on_after(timeout):
             while True:
-                with self._store._notifier.watching(self._run_id) as changed:
+                with self._store._notifier.watching(self._run_id, self._closing) as changed:
+                    # Looked at once registered: a close before this is seen here, and one
+                    # after it wakes the event.
+                    self._check_open()
                     current = self._store._get(self._run_id)
                     if current is not None and current[1] is not token:
                         return current
@@ -300,7 +310,10 @@ class MemoryBackend(RunHandle, AsyncRendezvousBackend):
         return None
 
     async def aclose(self) -> None:
+        """Close the handle; tasks waiting on it (state or member records) raise
+        ``BackendClosedError`` at once, while other handles' waiters keep waiting."""
         self._closed = True
+        self._store._notifier.notify(self._closing)
 
     async def delete_run(self) -> bool:
         """Delete the run's state and member records at once (one critical section); waiters
@@ -492,7 +505,10 @@ class MemoryMemberTable(MemberTable):
         store = self._begin()
         with anyio.move_on_after(timeout):
             while True:
-                with store._notifier.watching((self._run_id, node)) as changed:
+                with store._notifier.watching(
+                    (self._run_id, node), self._backend._closing
+                ) as changed:
+                    self._backend._check_open()  # once registered, as in MemoryBackend's wait
                     if store._expiry:
                         store._expire_due()
                     # Looked up afresh each time: delete_run() replaces the run's roster.

@@ -74,7 +74,10 @@ CANCEL = (
     "not at all)"
 )
 RUNS = "one register per run (handles on a run share its state; other runs are apart)"
-CLOSED = "closing (aclose() is idempotent; afterwards every call raises BackendClosedError)"
+CLOSED = (
+    "closing (aclose() is idempotent; afterwards every call raises BackendClosedError, and "
+    "tasks waiting on the handle raise it at once)"
+)
 NAME = "the backend's name (a non-empty str)"
 
 

@@ -83,6 +83,13 @@ _GARBAGE_TOKENS: tuple[Any, ...] = ("invalid", 0, 1, -1, 2**70, b"x", 1.5, (1, 2
 _NOT_BYTES: tuple[Any, ...] = ("text", bytearray(b"ba"), memoryview(b"mv"), None, 7, [b"x"])
 
 
+def _outcome(outcome: object) -> str:
+    """What a call did, for a message: ``raised <type>: <message>`` or ``returned <value>``."""
+    if isinstance(outcome, BaseException):
+        return f"raised {type(outcome).__name__}: {outcome}"
+    return f"returned {show(outcome)}"
+
+
 class BackendConformance(KitTests):
     """The contract's behaviours as pytest tests; subclass and implement :meth:`make_backend`.
 
@@ -456,6 +463,72 @@ class BackendConformance(KitTests):
                 f"after one handle closed, another's get_state() returned {show(current)}, "
                 "not the state b'a' it had written",
             )
+
+    async def test_aclose_wakes_waiters_with_backend_closed_error(
+        self, open_backend: OpenBackend
+    ) -> None:
+        """Tasks blocked in ``wait_for_change(timeout=None)`` on a handle that is closed raise
+        ``BackendClosedError`` promptly (they would otherwise wait forever); a waiter on another,
+        still open handle of the run keeps waiting and sees the next write."""
+        closing, other = await open_backend(), await open_backend()
+        token = await self._create(closing, b"a")
+        woken: list[object] = []
+        all_woken = anyio.Event()
+        seen_by_other: list[object] = []
+        new_token: Token = None
+
+        async def wait_on_closing() -> None:
+            try:
+                woken.append(await closing.wait_for_change(token))
+            except Exception as exc:  # which exception it is, is the point
+                woken.append(exc)
+            if len(woken) == 3:
+                all_woken.set()
+
+        async def wait_on_other() -> None:
+            call = f"wait_for_change(<current token>) on another handle, timeout={self.timeout}"
+            seen_by_other.append(await must_not_raise(
+                other.wait_for_change(token, timeout=self.timeout), CLOSED, call
+            ))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(wait_on_closing)
+            group.start_soon(wait_on_other)
+            await anyio.wait_all_tasks_blocked()
+            await closing.aclose()
+            with anyio.move_on_after(self.timeout):
+                await all_woken.wait()
+            if not all_woken.is_set():
+                group.cancel_scope.cancel()
+            else:
+                new_token = await self._replace(other, b"b", token)
+        if not all_woken.is_set():
+            raise broken(
+                CLOSED,
+                f"{3 - len(woken)} of 3 tasks in wait_for_change(<current token>) were still "
+                f"waiting {self.timeout} s after aclose() (they must raise BackendClosedError)",
+            )
+        for outcome in woken:
+            if not isinstance(outcome, BackendClosedError):
+                raise broken(
+                    CLOSED,
+                    "wait_for_change(<current token>) interrupted by aclose() must raise "
+                    f"BackendClosedError; it {_outcome(outcome)}",
+                )
+        check_read(
+            seen_by_other[0],
+            (b"b", new_token),
+            "wait_for_change(<current token>) on another handle",
+            "when one handle closed and then the other wrote",
+            WAIT,
+        )
+        await expect_error(
+            BackendClosedError,
+            closing.wait_for_change(token),
+            CLOSED,
+            "wait_for_change(<current token>) after aclose()",
+        )
 
     async def test_async_with_closes(self, run_id: str) -> None:
         async with await self.make_backend(run_id) as backend:

@@ -331,29 +331,6 @@ class NetworkBackendConformance(CorruptStateConformance):
         seen, new_token = await self._written_while_waiting(backend, writer, token, b"b")
         assert seen == (b"b", new_token)
 
-    async def test_aclose_wakes_waiters_with_backend_closed_error(
-        self, open_backend: Any
-    ) -> None:
-        backend = await open_backend()
-        _, token, _ = await backend.set_state(b"a")
-        errors: list[BaseException] = []
-
-        async def wait() -> None:
-            try:
-                await backend.wait_for_change(token, timeout=self.timeout * 3)
-            except BackendClosedError as exc:
-                errors.append(exc)
-
-        with anyio.fail_after(self.timeout):
-            async with anyio.create_task_group() as group:
-                for _ in range(3):
-                    group.start_soon(wait)
-                await anyio.wait_all_tasks_blocked()
-                await backend.aclose()
-        assert len(errors) == 3, "a waiter was not woken by aclose() with BackendClosedError"
-        with pytest.raises(BackendClosedError):
-            await backend.wait_for_change(token)
-
     # -- cancellation --------------------------------------------------------------------------
 
     async def test_cancelled_calls_leave_replies_in_order(self, open_backend: Any) -> None:
