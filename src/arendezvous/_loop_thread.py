@@ -119,6 +119,19 @@ class _BridgedCall:
         return self.task.result()
 
 
+def _join_anyio_workers(loop: asyncio.AbstractEventLoop) -> None:
+    """Wait for the worker threads ``anyio.to_thread`` started for *loop* (the file backend's).
+
+    anyio tells them to stop when the loop's root task ends but does not wait for them; waiting
+    here means a stopped loop thread leaves no thread behind. Only workers already told to stop
+    are waited for (anyio marks them ``stopping``): every call handed to them has returned by now,
+    since the tasks that made the calls have ended.
+    """
+    for thread in threading.enumerate():
+        if getattr(thread, "loop", None) is loop and getattr(thread, "stopping", False) is True:
+            thread.join()
+
+
 class LoopThread:
     """A private asyncio event loop running in a daemon thread; see the module docstring.
 
@@ -169,6 +182,7 @@ class LoopThread:
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
+            _join_anyio_workers(loop)
         finally:
             loop.close()
 

@@ -7,9 +7,12 @@
 * A block naming one of the stores at its documented address (``redis://127.0.0.1:6379/0``,
   ``etcd://127.0.0.1:2379``, ``postgresql://postgres@127.0.0.1:5432/postgres``, the S3 endpoint
   ``http://127.0.0.1:8333``, ``file:///tmp/rdzv``) runs against a throwaway server (or directory)
-  that the test starts: the address is replaced by the real one.
+  that the test starts: the address is replaced by the real one. So are Redis's documented
+  keyword arguments ``host="127.0.0.1", port=6379``. The S3 store is started with the identity
+  docs/s3.md gives its SeaweedFS (access key ``me``, secret ``change-me``).
 * docs/testing.md and the README's "Testing your own backend" are test files and guides with
-  outputs; ``tests/testing/test_docs.py`` runs those, with their markers.
+  outputs; ``tests/testing/test_docs.py`` runs those, with their markers. docs/operating.md is a
+  session whose commands build on each other; ``tests/docs/test_operating.py`` runs it in order.
 * A block whose marker line (``<!-- ... -->`` just before it) says ``output`` shows output, and
   one saying ``fails`` must fail (exit status not 0).
 """
@@ -25,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -32,7 +36,10 @@ pytestmark = pytest.mark.slow
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 DOCUMENTS = [REPOSITORY / "README.md", *sorted((REPOSITORY / "docs").rglob("*.md"))]
-RUN_ELSEWHERE = {"docs/testing.md"}  # tests/testing/test_docs.py runs it, markers and all
+RUN_ELSEWHERE = {
+    "docs/testing.md",  # tests/testing/test_docs.py runs it, markers and all
+    "docs/operating.md",  # tests/docs/test_operating.py runs it, in order, outputs compared
+}
 README_TEST_KIT = "## Testing your own backend"
 
 _BLOCK = re.compile(
@@ -48,6 +55,10 @@ STORES = {
     "s3": "http://127.0.0.1:8333",
 }
 FILE_URL = "file:///tmp/rdzv"
+# Redis's address as documented keyword arguments (RedisBackend(host=..., port=...)).
+REDIS_KEYWORDS = 'host="127.0.0.1", port=6379'
+# The identity of the SeaweedFS that docs/s3.md starts (its s3.json).
+S3_IDENTITY = {"access_key": "me", "secret_key": "change-me"}
 
 
 @dataclass(frozen=True)
@@ -116,7 +127,7 @@ class Stores:
         from servers.seaweedfs import SeaweedFSServer
 
         if name == "s3":
-            s3 = self._stack.enter_context(SeaweedFSServer(bucket="rdzv"))
+            s3 = self._stack.enter_context(SeaweedFSServer(bucket="rdzv", **S3_IDENTITY))
             self.environ.update(s3.environ)
             return s3.endpoint_url
         if name == "redis":
@@ -128,10 +139,14 @@ class Stores:
     def substitute(self, body: str) -> str:
         """*body* with every documented address replaced by a running server's."""
         for name, documented in STORES.items():
-            if documented in body:
+            keywords = REDIS_KEYWORDS if name == "redis" else None
+            if documented in body or (keywords is not None and keywords in body):
                 if name not in self._urls:
                     self._urls[name] = self._start(name)
                 body = body.replace(documented, self._urls[name])
+                if keywords is not None:
+                    server = urlsplit(self._urls[name])
+                    body = body.replace(keywords, f'host="{server.hostname}", port={server.port}')
         return body.replace(FILE_URL, f"file://{self._directory}/rdzv")
 
 

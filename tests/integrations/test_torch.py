@@ -374,6 +374,18 @@ def test_closed_store_raises_network_error() -> None:
         store.set("a", b"1")
 
 
+def test_store_and_backend_close_as_context_managers() -> None:
+    shared = MemoryStore()
+    with BackendStore(MemoryBackend("c10d", shared)) as store, \
+            TorchRendezvousBackend(MemoryBackend("rdzv", shared)) as backend:
+        store.set("a", b"1")
+        assert backend.set_state(b"s") is not None
+    with pytest.raises(dist.DistNetworkError):
+        store.get("a")
+    with pytest.raises(BackendClosedError):
+        backend.sync_backend.get_state()
+
+
 # -- torch's handler in separate processes, on every store ----------------------------------------
 
 
@@ -622,6 +634,21 @@ def test_backend_store_is_the_agent_store_when_sharing_is_disabled(
         assert info.store.get("k") == b"v"
     finally:
         handler.shutdown()
+
+
+def test_handler_shuts_down_as_a_context_manager(tmp_path: Path, engine: str) -> None:
+    url = f"file://{tmp_path}?durable=false"
+    with create_handler(_params(url, min_nodes=1, max_nodes=1, engine=engine)) as handler:
+        info = handler.next_rendezvous()
+        assert (info.rank, info.world_size) == (0, 1)
+    # Leaving the block shut it down: the run is closed and the handler's c10d store released.
+    with pytest.raises(dist.DistNetworkError):
+        handler._store.get("anything")
+    later = create_handler(_params(url, min_nodes=1, max_nodes=1, engine=engine))
+    try:
+        assert later.is_closed() is True
+    finally:
+        later.shutdown()
 
 
 def test_free_port_helper_is_loopback_only() -> None:

@@ -68,6 +68,9 @@ class TorchRendezvousBackend(RendezvousBackend):
     ``RendezvousConnectionError`` and undecodable stored bytes its ``RendezvousStateError``, each
     with arendezvous's error chained. Tokens are the wrapped backend's, opaque to torch.
 
+    Close it with :meth:`close` once the handler is shut down, or use it as a context manager
+    (``with TorchRendezvousBackend(...) as backend:``).
+
     torch's handler pickles its state into the blob and unpickles what it reads: whoever can write
     the run's key in the store can run code on every node. That is torch's design (its own
     backends share it); arendezvous's own rendezvous never unpickles.

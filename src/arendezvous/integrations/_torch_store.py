@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from types import TracebackType
 from typing import TypeVar
 
 import torch.distributed as dist
@@ -106,6 +107,9 @@ class BackendStore(Store):
     Timeouts raise ``torch.distributed.DistStoreError``, unreachable stores
     ``DistNetworkError`` and a corrupt document ``DistStoreError``. Safe to call from many
     threads.
+
+    Close it with :meth:`close`, or use it as a context manager (``with BackendStore(...) as
+    store:``): closing stops the adapter's loop thread and releases the backend's connections.
     """
 
     def __init__(
@@ -129,6 +133,17 @@ class BackendStore(Store):
     def close(self) -> None:
         """Close the wrapped backend. Idempotent; later calls raise ``DistNetworkError``."""
         self._sync.close()
+
+    def __enter__(self) -> BackendStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     # -- the document, read and changed whole ----------------------------------------------------
 

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch.distributed as dist
@@ -252,6 +253,14 @@ class _BoundDynamicRendezvousHandler(DynamicRendezvousHandler):
     def _create_tcp_store_server(self, master_addr: str, master_port: int) -> TCPStore:
         return _bound_tcp_store(master_addr)
 
+    def shutdown(self) -> bool:
+        try:
+            return bool(super().shutdown())
+        finally:
+            # The job is over: let go of rank 0's server (torch's handler keeps it while it lives).
+            self._shared_tcp_store_server = None
+            self._bootstrap_store_info = None
+
 
 class _TorchEngine:
     """Membership by torch's ``DynamicRendezvousHandler`` over :class:`TorchRendezvousBackend`.
@@ -418,6 +427,10 @@ class ArendezvousHandler(torch_api.RendezvousHandler):
     ``MASTER_ADDR``/``MASTER_PORT``. With
     ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` the agents use the round's prefix of the backend
     store instead, and rank 0's workers host their own store, as with torch's handlers.
+
+    :meth:`shutdown` releases everything the handler holds (torchrun's launcher calls it when the
+    job ends); used as a context manager (``with create_handler(params) as handler:``), the
+    handler shuts down on leaving the block.
     """
 
     def __init__(self, config: HandlerConfig, engine: _Engine, store: BackendStore) -> None:
@@ -510,7 +523,9 @@ class ArendezvousHandler(torch_api.RendezvousHandler):
     def shutdown(self) -> bool:
         """Close the rendezvous run (torch's semantics: the job is over) and release the backend.
 
-        Returns ``False`` if closing the run failed; the backend is released either way.
+        Returns ``False`` if closing the run failed; the backend is released either way, and the
+        handler lets go of the last round's ``TCPStore`` server and client (they end once the
+        caller drops the round's ``RendezvousInfo`` too).
         """
         try:
             with torch_errors():
@@ -519,7 +534,23 @@ class ArendezvousHandler(torch_api.RendezvousHandler):
             log.warning("the %s rendezvous could not be shut down: %s", self._config.name, exc)
             return False
         finally:
-            self._store.close()
+            try:
+                self._store.close()
+            finally:
+                with self._lock:
+                    self._server = None
+                    self._client = None
+
+    def __enter__(self) -> ArendezvousHandler:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
 
 
 def create_handler(params: torch_api.RendezvousParameters) -> ArendezvousHandler:

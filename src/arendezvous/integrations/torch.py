@@ -5,11 +5,15 @@ Install with ``pip install 'arendezvous[torch]'``. Three pieces:
 * :class:`TorchRendezvousBackend`: torch's ``RendezvousBackend`` over an arendezvous backend, so
   ``DynamicRendezvousHandler.from_backend(...)`` runs on Redis, etcd, PostgreSQL or a file::
 
-      backend = TorchRendezvousBackend(open_backend("redis://db:6379/0", run_id="job-42"))
-      store = BackendStore(open_backend("redis://db:6379/0", run_id="job-42.c10d"))
-      handler = DynamicRendezvousHandler.from_backend(
-          run_id="job-42", store=store, backend=backend, min_nodes=2, max_nodes=4
-      )
+      with BackendStore(open_backend(url, run_id="job-42.c10d")) as store, \\
+              TorchRendezvousBackend(open_backend(url, run_id="job-42")) as backend:
+          handler = DynamicRendezvousHandler.from_backend(
+              run_id="job-42", store=store, backend=backend, min_nodes=2, max_nodes=4
+          )
+          try:
+              info = handler.next_rendezvous()
+          finally:
+              handler.shutdown()  # then leaving the block closes both adapters
 
 * :class:`BackendStore`: a ``torch.distributed.Store`` kept in a backend run, the shared c10d
   store torch's handler needs before any node knows its rank.
