@@ -287,7 +287,7 @@ class LoopThread:
         """
         thread = _shared[0]
         if thread is None:
-            with _shared_lock[0]:
+            with _shared_lock:
                 thread = _shared[0]
                 if thread is None:
                     thread = cls("arendezvous-bridge-loop", owner="the asyncio bridge")
@@ -304,12 +304,5 @@ class LoopThread:
 
 _shared: list[LoopThread | None] = [None]
 """The process-wide loop thread, once started (a list: a module global set under a lock)."""
-_shared_lock = [threading.Lock()]
-
-
-def _after_fork_in_child() -> None:
-    # The lock may have been held by another thread of the parent at the fork.
-    _shared_lock[0] = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_shared_lock = threading.Lock()
+renew_in_child(sys.modules[__name__], "_shared_lock")  # it may be held by a thread at a fork

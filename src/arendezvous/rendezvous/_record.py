@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .._errors import RendezvousStateError
+from .._forksafe import renew_in_child
 from .._members import MAX_NODE_LENGTH
 
 __all__ = (
@@ -182,6 +184,7 @@ def _problem(record: RoundRecord) -> str | None:
 _CACHE_SIZE = 8
 _cache: dict[bytes, RoundRecord] = {}
 _cache_lock = threading.Lock()
+renew_in_child(sys.modules[__name__], "_cache_lock")  # see _forksafe
 
 
 def _remember(data: bytes, record: RoundRecord) -> None:

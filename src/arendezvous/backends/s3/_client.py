@@ -10,6 +10,7 @@ handle's last read reached the store (:attr:`S3Client.unreachable`).
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from contextlib import AsyncExitStack, suppress
 from typing import Any
@@ -18,6 +19,7 @@ import anyio
 import anyio.to_thread
 
 from ..._errors import BackendClosedError, ExceptionMapper
+from ..._forksafe import renew_in_child
 
 __all__ = ("OPEN_TIMEOUT", "ClientSettings", "S3Client")
 
@@ -26,6 +28,7 @@ OPEN_TIMEOUT = 30.0
 first time in a process, more on a busy machine) and may ask a credentials service."""
 
 _loader_lock = threading.Lock()
+renew_in_child(sys.modules[__name__], "_loader_lock")  # see _forksafe
 _loader: Any = None
 
 
