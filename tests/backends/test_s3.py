@@ -4,7 +4,9 @@ The contract (:class:`CorruptStateConformance`), the network scenarios every net
 (:class:`NetworkBackendConformance`: races of handles and processes, a store killed and restarted,
 frozen, cut off or refusing connections, many waiters on one handle, a second event loop) and the
 state machine run on asyncio and on trio; the rest covers what is S3's own: the object's header
-(no ABA although ETags hash the content), refusals re-read, the probe that refuses a store
+(no ABA although ETags hash the content), refusals re-read, the run lifecycle (long run ids
+listed from the object's metadata, foreign objects skipped and never deleted, expiry by the
+store's clock), the probe that refuses a store
 ignoring conditional writes (shown through a proxy on 127.0.0.1 that drops the condition headers
 and re-signs the requests), polling, credentials from botocore's chain only, and URL parsing.
 Those tests look at the store with aiobotocore's own client, so they run on asyncio.
@@ -23,8 +25,10 @@ import secrets
 import subprocess
 import sys
 import threading
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +57,7 @@ from arendezvous import (
     RendezvousStateError,
     open_backend,
 )
+from arendezvous.backends._names import is_hashed_name, run_name
 from arendezvous.backends.s3 import (
     MAX_STATE_SIZE_LIMIT,
     S3Backend,
@@ -63,6 +68,7 @@ from arendezvous.backends.s3 import (
     from_url,
 )
 from arendezvous.backends.s3._feed import LOCAL_CHANGES, PollingFeed, PollSchedule
+from arendezvous.testing.lifecycle import RunLifecycleConformance
 from arendezvous.testing.network import NetworkBackendConformance
 from arendezvous.testing.stateful import backend_state_machine
 from servers.seaweedfs import SeaweedFSServer
@@ -220,6 +226,30 @@ class TestS3Conformance(NetworkBackendConformance):
         await with_raw_client(self.server, "delete_object", Key=key)
 
 
+class TestS3Lifecycle(RunLifecycleConformance):
+    """Deleting, listing and expiring runs (by the store's clock, enforced by reads and
+    listings), on asyncio and on trio; each test lists its own prefix."""
+
+    timeout = RACE_TIMEOUT
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    @pytest.fixture(autouse=True)
+    def _server(self, server: SeaweedFSServer) -> None:
+        self.server = server
+        self.prefix = new_prefix()
+
+    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
+        return backend_on(self.server, run_id, prefix=self.prefix)
+
+    async def make_expiring_backend(
+        self, run_id: str, expire_after: float
+    ) -> AsyncRendezvousBackend:
+        return backend_on(self.server, run_id, prefix=self.prefix, expire_after=expire_after)
+
+
 # The state machine's TestCase is a unittest class: it cannot take fixtures as arguments, so its
 # factory finds the module's server here, put there by a fixture the class uses.
 _state_machine_servers: list[SeaweedFSServer] = []
@@ -245,6 +275,154 @@ TestStateMachineOnTrio = pytest.mark.usefixtures("state_machine_server")(
     backend_state_machine(_state_machine_backend, anyio_backend="trio").TestCase
 )
 TestStateMachineOnTrio.settings = _MACHINE_SETTINGS
+
+
+# -- the run lifecycle -----------------------------------------------------------------------------
+
+
+async def raw_exists(client: Any, bucket: str, key: str) -> bool:
+    try:
+        await client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
+            return False
+        raise
+    return True
+
+
+async def test_a_long_run_id_is_listed_from_the_object_metadata(
+    server: SeaweedFSServer, raw: Any
+) -> None:
+    prefix, run_id = new_prefix(), "long/é-" + "x" * 300
+    backend = backend_on(server, run_id, prefix=prefix)
+    name = backend.key.removeprefix(prefix + "/")
+    assert is_hashed_name(name)
+    _, token, _ = await backend.set_state(b"1234")
+    await backend.set_state(b"123456", token)  # every write keeps the metadata
+    head = await raw.head_object(Bucket=server.bucket, Key=backend.key)
+    assert urllib.parse.unquote(head["Metadata"][_store.RUN_ID_METADATA]) == run_id
+    runs = await backend.list_runs()
+    assert [(info.run_id, info.size, info.members) for info in runs] == [(run_id, 6, None)]
+    assert runs[0].age is not None
+    assert 0 <= runs[0].age < RACE_TIMEOUT
+    assert await backend.delete_run() is True
+    assert await backend.list_runs() == []
+    await backend.aclose()
+
+
+async def test_short_run_ids_carry_no_metadata(server: SeaweedFSServer, raw: Any) -> None:
+    backend = backend_on(server, new_run_id(), prefix=new_prefix())
+    await backend.set_state(b"x")
+    head = await raw.head_object(Bucket=server.bucket, Key=backend.key)
+    assert head["Metadata"] == {}
+    await backend.aclose()
+
+
+async def test_foreign_objects_are_not_listed(server: SeaweedFSServer, raw: Any) -> None:
+    prefix, run_id = new_prefix(), new_run_id()
+    backend = backend_on(server, run_id, prefix=prefix)
+    await backend.set_state(b"ours")
+    other_hash = run_name("y" * 300)  # a hashed name whose object names another run
+    foreign = {
+        ".hidden": _object(),  # names run_name never makes
+        "bad%zz": _object(),
+        "upper%2f": _object(),
+        "nested/" + run_name("deeper"): _object(),  # a deeper "folder"
+        "tiny": b"x",  # shorter than the header
+        run_name("z" * 300): _object(),  # hashed, no metadata
+        other_hash: _object(),
+    }
+    for name, body in foreign.items():
+        metadata = {_store.RUN_ID_METADATA: "x" * 300} if name == other_hash else {}
+        await raw.put_object(Bucket=server.bucket, Key=f"{prefix}/{name}", Body=body,
+                             Metadata=metadata)  # fmt: skip
+    assert [info.run_id for info in await backend.list_runs()] == [run_id]
+    for name in foreign:  # and listing deleted none of them
+        assert await raw_exists(raw, server.bucket, f"{prefix}/{name}")
+    await backend.aclose()
+
+
+async def test_deleting_never_deletes_a_foreign_object(server: SeaweedFSServer, raw: Any) -> None:
+    backend = backend_on(server, new_run_id(), prefix=new_prefix())
+    await raw.put_object(Bucket=server.bucket, Key=backend.key, Body=b"not ours" * 20)
+    with pytest.raises(RendezvousStateError, match="not an arendezvous S3 object"):
+        await backend.delete_run()
+    assert await raw_exists(raw, server.bucket, backend.key)
+    await backend.aclose()
+
+
+async def test_deleting_wakes_the_handles_of_this_process(server: SeaweedFSServer) -> None:
+    backend = backend_on(server, new_run_id(), prefix=new_prefix())
+    await backend.set_state(b"x")
+    with LOCAL_CHANGES.watching(backend._change_key) as changed:
+        assert await backend.delete_run() is True
+        with anyio.fail_after(5):  # the wake-up is delivered through the loop: await it
+            await changed.wait()
+    assert await backend.delete_run() is False
+    await backend.aclose()
+
+
+async def test_a_conditional_deletion_spares_a_newer_version(
+    server: SeaweedFSServer, raw: Any
+) -> None:
+    backend = backend_on(server, new_run_id(), prefix=new_prefix())
+    _, old, _ = await backend.set_state(b"old")
+    await backend.set_state(b"new", old)
+    assert isinstance(old, S3Token)
+    assert await _store.delete_object_if(raw, server.bucket, backend.key, if_match=old.etag) is (
+        False
+    )
+    assert (await backend.get_state() or (b"",))[0] == b"new"
+    await backend.aclose()
+
+
+def test_ages_come_from_the_store_clock_only() -> None:
+    """The age is the reply's Date less Last-Modified: a store whose clock is an hour behind
+    this machine's gives the same age as one in step."""
+    written = datetime.now(timezone.utc) - timedelta(hours=1)
+    date = (written + timedelta(seconds=42)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    reply = {"ResponseMetadata": {"HTTPHeaders": {"date": date}}}
+    age = _store.server_age(reply, written.replace(microsecond=0))
+    assert age == 42.0
+    assert _store.server_age({}, written) is None  # no Date: no age (and never expired)
+    assert _store.server_age(reply, written.replace(tzinfo=None)) is None
+    assert _store.server_age(reply, written + timedelta(hours=2)) == 0.0  # never negative
+
+
+async def test_expired_runs_are_deleted_by_the_store_clock(
+    server: SeaweedFSServer, raw: Any
+) -> None:
+    """A read deletes the expired object it found; a listing leaves out and deletes expired runs
+    nobody reads, but never a foreign object, however old."""
+    prefix, expire_after = new_prefix(), 1.0
+    read = backend_on(server, new_run_id(), prefix=prefix, expire_after=expire_after)
+    listed = backend_on(server, new_run_id(), prefix=prefix)  # writes, never expires itself
+    lister = backend_on(server, new_run_id(), prefix=prefix, expire_after=expire_after)
+    # Written before the run that is read, so that they are at least as idle when it expires.
+    foreign_key = f"{prefix}/{run_name('foreign')}"
+    await raw.put_object(Bucket=server.bucket, Key=foreign_key, Body=b"F" * 100)
+    await listed.set_state(b"listed")
+    await read.set_state(b"read")
+    assert await read.get_state() is not None  # not yet expired
+    # Time must pass on the store's clock: look a bounded number of times.
+    for _ in range(40):
+        await anyio.sleep(expire_after / 4)
+        if await read.get_state() is None:
+            break
+    else:
+        pytest.fail("a run idle for 10 s with expire_after=1 s is still read")
+    assert not await raw_exists(raw, server.bucket, read.key)  # deleted, not merely hidden
+    assert await listed.get_state() is not None  # a handle without expire_after keeps it
+    assert [info.run_id for info in await lister.list_runs()] == []
+    assert not await raw_exists(raw, server.bucket, listed.key)
+    assert await raw_exists(raw, server.bucket, foreign_key)
+    # A run written afresh after expiring is a new incarnation.
+    _, token, written = await read.set_state(b"again")
+    assert written
+    assert isinstance(token, S3Token)
+    assert token.counter == 1
+    for backend in (read, listed, lister):
+        await backend.aclose()
 
 
 # -- what the store holds --------------------------------------------------------------------------
@@ -864,6 +1042,9 @@ def test_the_client_is_imported_lazily() -> None:
         (("bucket", "r"), {"max_state_size": 0}, ValueError, "max_state_size"),
         (("bucket", "r"), {"max_state_size": MAX_STATE_SIZE_LIMIT + 1}, ValueError, "PutObject"),
         (("bucket", "r"), {"max_state_size": True}, TypeError, "max_state_size"),
+        (("bucket", "r"), {"expire_after": 0}, ValueError, "expire_after"),
+        (("bucket", "r"), {"expire_after": float("inf")}, ValueError, "expire_after"),
+        (("bucket", "r"), {"expire_after": "60"}, TypeError, "expire_after"),
     ],
     ids=repr,
 )
@@ -902,9 +1083,11 @@ def test_url_options_reach_the_backend() -> None:
     backend = from_url(
         "s3://bkt/team%20a/jobs?endpoint_url=https://s3.example.org:8443&region=r1&profile=ci"
         "&addressing_style=virtual&timeout=2.5&poll_interval=0.5&max_poll_interval=4"
-        "&max_state_size=10",
+        "&max_state_size=10&expire_after=90",
         run_id="job/1",
     )
+    assert backend.expire_after == 90.0
+    assert from_url("s3://b", run_id="r").expire_after is None
     assert (backend.bucket, backend.key) == ("bkt", "team a/jobs/job%2F1")
     assert backend.endpoint_url == "https://s3.example.org:8443"
     assert backend.timeout == 2.5
@@ -928,6 +1111,7 @@ def test_url_options_reach_the_backend() -> None:
         ("s3://bucket?timeout=-1", "timeout"),
         ("s3://bucket?timeout=1&timeout=2", "twice"),
         ("s3://bucket?max_state_size=big", "max_state_size"),
+        ("s3://bucket?expire_after=0", "expire_after"),
         ("s3://bucket?endpoint_url=localhost:9000", "http"),
         ("s3://bucket?addressing_style=up", "addressing_style"),
         ("s3://bucket//a", "prefix"),

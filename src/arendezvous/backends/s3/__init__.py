@@ -13,6 +13,13 @@ store to re-create an existing probe object with ``If-None-Match: *`` and to rep
 ``If-Match`` of a wrong ETag, and refuses (:class:`UnsafeStoreError`) a store that accepts either,
 because on such a store a compare-and-swap would silently not be one.
 
+The run lifecycle: ``delete_run`` deletes the run's object (``DeleteObject`` with ``If-Match``
+of the version it looked at; never an object without the header's magic), ``list_runs`` pages
+through ``ListObjectsV2`` under the prefix (a long run id's hashed name is named by the object's
+metadata), and ``expire_after`` -- which S3's lifecycle rules, in whole days, cannot give -- is
+enforced by reads and listings, by the store's clock alone (a reply's ``Date`` less the object's
+``Last-Modified``).
+
 S3 has no change notification: the handle's one change feed polls, first every
 ``poll_interval`` seconds and then ever less often up to ``max_poll_interval``, with jitter;
 writes by handles in the same process wake it at once and start it again from the shortest
@@ -36,6 +43,8 @@ from ._backend import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
+    EXPIRE_PER_LIST,
+    MAX_RUN_ID_METADATA,
     MAX_STATE_SIZE_LIMIT,
     S3Backend,
     UnsafeStoreError,
@@ -47,6 +56,8 @@ __all__ = (
     "DEFAULT_MAX_POLL_INTERVAL",
     "DEFAULT_POLL_INTERVAL",
     "DEFAULT_TIMEOUT",
+    "EXPIRE_PER_LIST",
+    "MAX_RUN_ID_METADATA",
     "MAX_STATE_SIZE_LIMIT",
     "S3Backend",
     "S3Token",

@@ -13,15 +13,28 @@ requests, and returns what the store said in terms the backend decides on. Two t
   ``If-Match: <etag>`` (replace only that version): the new ETag, or why the store refused.
 * :func:`probe_conditional_writes` -- proves the store refuses the conditional writes it must
   refuse; a store that silently ignores either header cannot hold a compare-and-swap register.
+* :func:`read_head` -- a ranged ``GetObject`` of an object's first bytes (its header), with its
+  whole size, ETag, run-id metadata and age: enough to tell whether it is ours without
+  downloading it.
+* :func:`delete_object_if` -- ``DeleteObject`` with ``If-Match: <etag>`` (delete only that
+  version), or unconditionally.
+* :func:`list_page` -- one page of ``ListObjectsV2`` directly under a folder.
+
+Ages are the store's own: the reply's ``Date`` header less the object's ``Last-Modified``, both
+the store's clock (:func:`server_age`); this machine's clock is never read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import enum
 import os
+import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from types import MappingProxyType
 from typing import Any, TypeAlias
@@ -32,19 +45,26 @@ __all__ = (
     "PROBE_NAME",
     "REFUSED",
     "REPLY_TABLE",
+    "RUN_ID_METADATA",
+    "Listed",
     "MissingETag",
+    "ObjectHead",
     "ObjectTooLarge",
     "Outcome",
     "S3Client",
     "StoredObject",
     "classify",
+    "delete_object_if",
     "describe",
     "error_table",
     "format_etag",
+    "list_page",
     "normalize_etag",
     "probe_conditional_writes",
     "put_object_if",
+    "read_head",
     "read_object",
+    "server_age",
 )
 
 S3Client: TypeAlias = Any
@@ -52,6 +72,10 @@ S3Client: TypeAlias = Any
 
 PROBE_NAME = ".arendezvous-probe"
 """The probe object's name under the prefix; a run's object name never starts with a dot."""
+
+RUN_ID_METADATA = "arendezvous-run-id"
+"""The user-metadata key (``x-amz-meta-arendezvous-run-id``) holding a run's id, percent-encoded,
+on objects whose name is shortened with a hash (a long run id): listing reads it back there."""
 
 _CONTENT_TYPE = "application/octet-stream"
 
@@ -145,12 +169,35 @@ def format_etag(etag: str) -> str:
     return f'"{etag}"'
 
 
+def server_age(reply: Mapping[str, Any], last_modified: object) -> float | None:
+    """Seconds from *last_modified* to the ``Date`` of *reply*, both the store's own clock (so
+    this machine's clock never enters); ``None`` if either is missing or unreadable.
+
+    Both are HTTP dates, whole seconds: the result is within a second of the true age either way.
+    """
+    if not isinstance(last_modified, datetime) or last_modified.tzinfo is None:
+        return None
+    headers = reply.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    date = headers.get("date") if isinstance(headers, Mapping) else None
+    if not isinstance(date, str):
+        return None
+    try:
+        now = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        return None
+    if now.tzinfo is None:
+        return None
+    return max(0.0, (now - last_modified).total_seconds())
+
+
 @dataclass(frozen=True, slots=True)
 class StoredObject:
-    """An object as read: its bytes and its (normalized) ETag."""
+    """An object as read: its bytes, its (normalized) ETag and its age by the store's clock
+    (``None`` if the store's reply does not tell)."""
 
     body: bytes
     etag: str
+    age: float | None = None
 
 
 async def read_object(
@@ -179,7 +226,133 @@ async def read_object(
         body.close()
     if len(data) > max_size:
         raise ObjectTooLarge(key, len(data), max_size)
-    return StoredObject(data, _etag_of(reply))
+    return StoredObject(data, _etag_of(reply), server_age(reply, reply.get("LastModified")))
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectHead:
+    """An object's first bytes and what its reply says of the whole object.
+
+    :ivar header: up to the requested number of its first bytes (fewer if it is shorter).
+    :ivar size: the whole object's length in bytes.
+    :ivar etag: its normalized ETag.
+    :ivar age: seconds since it was last written, by the store's clock (``None``: not told).
+    :ivar run_id: its :data:`RUN_ID_METADATA` value, decoded, or ``None``.
+    """
+
+    header: bytes
+    size: int
+    etag: str
+    age: float | None
+    run_id: str | None
+
+
+_CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
+
+
+async def read_head(client: S3Client, bucket: str, key: str, length: int) -> ObjectHead | None:
+    """A ranged ``GetObject`` of the first *length* bytes of *key*; ``None`` when it does not
+    exist. One request, at most *length* bytes downloaded whatever the object's size (a store
+    that ignores ``Range`` sends more, of which only *length* bytes are read).
+
+    :raises ClientError: any other error reply.
+    """
+    try:
+        reply = await client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{length - 1}")
+    except Exception as exc:
+        if classify(exc) is Outcome.MISSING and _error_code(exc) != "NoSuchBucket":
+            return None
+        if _error_code(exc) == "InvalidRange":  # an empty object has no byte 0
+            response: Any = getattr(exc, "response", {})
+            headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            etag = headers.get("etag") if isinstance(headers, Mapping) else None
+            if isinstance(etag, str) and etag:
+                return ObjectHead(b"", 0, normalize_etag(etag), None, None)
+            return None
+        raise
+    body = reply["Body"]
+    try:
+        data: bytes = await body.read(length)
+    finally:
+        body.close()
+    total = _CONTENT_RANGE.fullmatch(str(reply.get("ContentRange", "")))
+    size = int(total.group(1)) if total else reply.get("ContentLength")
+    if not isinstance(size, int):
+        size = len(data)
+    metadata = reply.get("Metadata") or {}
+    named = metadata.get(RUN_ID_METADATA) if isinstance(metadata, Mapping) else None
+    run_id = None
+    if isinstance(named, str):
+        with contextlib.suppress(UnicodeDecodeError):
+            run_id = urllib.parse.unquote(named, errors="strict")
+    return ObjectHead(
+        data[:length], size, _etag_of(reply), server_age(reply, reply.get("LastModified")), run_id
+    )
+
+
+async def delete_object_if(
+    client: S3Client, bucket: str, key: str, *, if_match: str | None
+) -> bool | None:
+    """``DeleteObject`` of *key*: only the version whose ETag is *if_match* (``If-Match``), or
+    whatever is there (*if_match* ``None``).
+
+    :returns: ``True`` if the store deleted it (S3 answers so for an absent key too when there is
+        no condition), ``False`` if the condition refused it (412, or 404/409 on AWS: another
+        version, or no object), ``None`` if the store does not implement ``If-Match`` on
+        ``DeleteObject`` (501): nothing was deleted.
+    :raises ClientError: any other error reply.
+    """
+    condition = {} if if_match is None else {"IfMatch": format_etag(if_match)}
+    try:
+        await client.delete_object(Bucket=bucket, Key=key, **condition)
+    except Exception as exc:
+        outcome = classify(exc)
+        if _error_code(exc) == "NoSuchBucket":
+            raise
+        if outcome in REFUSED:
+            return False
+        if outcome is Outcome.UNSUPPORTED and if_match is not None:
+            return None
+        raise
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One object of a listing: its name under the folder, size, ETag and age (store's clock)."""
+
+    name: str
+    size: int
+    etag: str
+    age: float | None
+
+
+async def list_page(
+    client: S3Client, bucket: str, folder: str, continuation: str | None
+) -> tuple[list[Listed], str | None]:
+    """One page of ``ListObjectsV2`` of the objects directly under *folder* (``Delimiter: /``:
+    nothing from deeper "folders"); returns them and the continuation token of the next page
+    (``None``: this was the last). Each object's age is the reply's ``Date`` less its
+    ``LastModified``.
+
+    :raises ClientError: an error reply.
+    """
+    arguments: dict[str, Any] = {"Bucket": bucket, "Prefix": folder, "Delimiter": "/"}
+    if continuation is not None:
+        arguments["ContinuationToken"] = continuation
+    reply = await client.list_objects_v2(**arguments)
+    found: list[Listed] = []
+    for entry in reply.get("Contents") or ():
+        key, size, etag = entry.get("Key"), entry.get("Size"), entry.get("ETag")
+        if not (isinstance(key, str) and key.startswith(folder) and isinstance(size, int)):
+            continue
+        if not isinstance(etag, str) or not etag:
+            continue
+        age = server_age(reply, entry.get("LastModified"))
+        found.append(Listed(key[len(folder):], size, normalize_etag(etag), age))
+    following = reply.get("NextContinuationToken")
+    more = reply.get("IsTruncated") is True and isinstance(following, str) and following
+    return found, following if more else None
 
 
 class ObjectTooLarge(Exception):
@@ -194,15 +367,26 @@ class ObjectTooLarge(Exception):
 
 
 async def put_object_if(
-    client: S3Client, bucket: str, key: str, body: bytes, *, if_match: str | None
+    client: S3Client,
+    bucket: str,
+    key: str,
+    body: bytes,
+    *,
+    if_match: str | None,
+    metadata: Mapping[str, str] | None = None,
 ) -> str | Outcome:
     """``PutObject`` *body* only if the key is absent (*if_match* ``None``: ``If-None-Match: *``)
-    or its ETag is *if_match* (``If-Match``).
+    or its ETag is *if_match* (``If-Match``), with the user *metadata* given (a write replaces an
+    object's metadata: every write sends it).
 
     :returns: the new object's normalized ETag, or the :data:`REFUSED` outcome (nothing written).
     :raises ClientError: any other error reply, :data:`Outcome.UNSUPPORTED` included.
     """
-    condition = {"IfNoneMatch": "*"} if if_match is None else {"IfMatch": format_etag(if_match)}
+    condition: dict[str, Any] = (
+        {"IfNoneMatch": "*"} if if_match is None else {"IfMatch": format_etag(if_match)}
+    )
+    if metadata:
+        condition["Metadata"] = dict(metadata)
     try:
         reply = await client.put_object(
             Bucket=bucket, Key=key, Body=body, ContentType=_CONTENT_TYPE, **condition

@@ -22,6 +22,7 @@ _OPTIONS: dict[str, Any] = {
     "poll_interval": parse_seconds,
     "max_poll_interval": parse_seconds,
     "max_state_size": int,
+    "expire_after": parse_seconds,
 }
 
 
@@ -39,6 +40,8 @@ def from_url(url: str, *, run_id: str) -> S3Backend:
     * ``poll_interval``, ``max_poll_interval`` -- ``wait_for_change``'s shortest and longest
       pause between polls (default 0.1 and 1 s).
     * ``max_state_size`` -- the largest state accepted, in bytes (default 1 MiB).
+    * ``expire_after`` -- seconds after which a run nobody writes to disappears, enforced by
+      reads and listings by the store's clock (default: never; see :class:`S3Backend`).
 
     Credentials never go in the URL: botocore finds them in the environment, the AWS config files
     or the named profile. So an unencoded ``@`` before the query is refused wherever it is (a
