@@ -224,6 +224,12 @@ def test_url_options() -> None:
         open_backend("file://relative/dir", run_id="r")
     with pytest.raises(ValueError, match="absolute"):
         open_backend("file://", run_id="r")
+    # A password typed into the path is refused, unrepeated; an encoded '@' names a directory.
+    with pytest.raises(ValueError, match="no user or password") as refused:
+        open_backend("file:///:Pw99wP@127.0.0.1/dir", run_id="r")
+    assert "Pw99wP" not in str(refused.value)
+    at = open_backend("file:///tmp/me%40work", run_id="r")
+    assert isinstance(at, FileBackend) and at.path == Path("/tmp/me@work/r.rdzv")
     with pytest.raises(ValueError, match="bad value for option 'durable'"):
         open_backend("file:///tmp/x?durable=maybe", run_id="r")
     with pytest.raises(ValueError, match="bad value for option 'poll_interval'"):

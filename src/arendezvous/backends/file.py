@@ -892,12 +892,18 @@ class FileMemberTable(MemberTable):
 
 def from_url(url: str, *, run_id: str) -> FileBackend:
     """Open ``file:///absolute/dir``; options ``durable``, ``poll_interval``, ``max_state_size``,
-    ``expire_after`` (seconds)."""
+    ``expire_after`` (seconds). An ``@`` in the directory is written ``%40``: a literal one is
+    refused, as it would be a user or password mistyped into the path."""
     from ._url import parse_bool, parse_options, parse_seconds
 
     parsed = urllib.parse.urlsplit(url)
-    if parsed.netloc not in ("", "localhost"):
-        raise ValueError("file:// URLs name a local directory: no host but localhost, no user")
+    # An '@' before the query: "file://us/er:secret@host" has the netloc "us" and the secret in
+    # its path, which would become the directory (and show in the repr).
+    if parsed.netloc not in ("", "localhost") or "@" in url.partition("?")[0]:
+        raise ValueError(
+            "file:// URLs name a local directory: no host but localhost, no user or password "
+            "(write %40 for an '@' in a directory name)"
+        )
     directory = urllib.parse.unquote(parsed.path)
     if not directory.startswith("/"):
         raise ValueError("file:// URLs need an absolute directory, e.g. file:///var/run/rdzv")
