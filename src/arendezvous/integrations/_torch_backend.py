@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import TracebackType
 
 from torch.distributed.elastic.rendezvous import api as torch_api
 from torch.distributed.elastic.rendezvous.dynamic_rendezvous import RendezvousBackend
 
 from .._backend import AsyncRendezvousBackend, Token
+from .._closing import ClosesOnExit
 from .._errors import (
     RendezvousClosedError,
     RendezvousConnectionError,
@@ -56,7 +56,7 @@ def as_sync_backend(backend: AsyncRendezvousBackend | SyncBackend) -> SyncBacken
     )
 
 
-class TorchRendezvousBackend(RendezvousBackend):
+class TorchRendezvousBackend(ClosesOnExit, RendezvousBackend):
     """torch's ``RendezvousBackend`` over an arendezvous backend, for ``DynamicRendezvousHandler``.
 
     :param backend: an :class:`~arendezvous.AsyncRendezvousBackend` (wrapped in a new
@@ -127,13 +127,3 @@ class TorchRendezvousBackend(RendezvousBackend):
         """Close the wrapped backend and its loop thread. Idempotent."""
         self._sync.close()
 
-    def __enter__(self) -> TorchRendezvousBackend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from types import TracebackType
 from typing import TypeVar
 
 import torch.distributed as dist
@@ -30,6 +29,7 @@ import torch.distributed as dist
 from torch._C._distributed_c10d import Store
 
 from .._backend import AsyncRendezvousBackend, Token
+from .._closing import ClosesOnExit
 from .._errors import RendezvousConnectionError, RendezvousStateError
 from ..sync import SyncBackend
 from ._torch_backend import as_sync_backend
@@ -91,7 +91,7 @@ def _store_errors() -> Iterator[None]:
         raise dist.DistNetworkError(str(exc)) from exc
 
 
-class BackendStore(Store):
+class BackendStore(ClosesOnExit, Store):
     """A ``torch.distributed.Store`` whose keys live in one run of an arendezvous backend.
 
     :param backend: an :class:`~arendezvous.AsyncRendezvousBackend` (wrapped in a new
@@ -133,17 +133,6 @@ class BackendStore(Store):
     def close(self) -> None:
         """Close the wrapped backend. Idempotent; later calls raise ``DistNetworkError``."""
         self._sync.close()
-
-    def __enter__(self) -> BackendStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- the document, read and changed whole ----------------------------------------------------
 

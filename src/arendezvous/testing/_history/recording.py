@@ -11,10 +11,10 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import IO
 
 from ..._backend import AsyncRendezvousBackend, Token
+from ..._closing import ClosesOnExit
 from ..._errors import RendezvousStateError
 from ..wrapper import BackendWrapper
 from .jsonlines import EventWriter
@@ -27,7 +27,7 @@ __all__ = ("Recorder", "RecordingBackend")
 _NO_EFFECT_ERRORS = (TypeError, ValueError, RendezvousStateError)
 
 
-class Recorder:
+class Recorder(ClosesOnExit):
     """Collects the calls of any number of handles; thread-safe.
 
     :param path: also write every event to this file as JSON lines, flushed as it happens (for
@@ -60,17 +60,6 @@ class Recorder:
         if path is not None:
             self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
             self._writer = EventWriter(self._file, source=self.source, codec=codec)
-
-    def __enter__(self) -> Recorder:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the file, if any. Calls recorded afterwards are kept in memory only."""
