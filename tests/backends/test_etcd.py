@@ -1003,36 +1003,6 @@ async def test_listing_reads_in_pages_and_halves_a_page_too_large(
     await lister.aclose()
 
 
-async def test_a_delete_racing_writers_leaves_one_outcome_or_the_other(
-    etcd_server: EtcdServer,
-) -> None:
-    """A put racing the deletion is one transaction: wholly before it (and deleted with the
-    run) or wholly after (alone, counting only itself), never half of each."""
-    for _ in range(20):
-        run_id = _run_id()
-        deleter = EtcdBackend(run_id, etcd_server.endpoint, key_prefix=_PREFIX)
-        writer = EtcdBackend(run_id, etcd_server.endpoint, key_prefix=_PREFIX)
-        await deleter.set_state(b"old")
-        await deleter.member_table().put("a", "g", b"v", None)
-        puts: list[Any] = []
-
-        async def put(writer: EtcdBackend = writer, puts: list[Any] = puts) -> None:
-            puts.append(await writer.member_table().put("b", "g", b"v", None))
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(deleter.delete_run)
-            group.start_soon(put)
-        table = writer.member_table()
-        assert await writer.get_state() is None
-        assert await table.get("a") is None
-        if await table.get("b") is not None:
-            assert (puts[0].group_size, await table.count("g")) == (1, 1)  # put after
-        else:
-            assert (puts[0].group_size, await table.count("g")) == (2, 0)  # put before
-        await deleter.aclose()
-        await writer.aclose()
-
-
 # -- construction and URLs -----------------------------------------------------------------------
 
 

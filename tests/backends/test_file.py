@@ -229,7 +229,8 @@ def test_url_options() -> None:
         open_backend("file:///:Pw99wP@127.0.0.1/dir", run_id="r")
     assert "Pw99wP" not in str(refused.value)
     at = open_backend("file:///tmp/me%40work", run_id="r")
-    assert isinstance(at, FileBackend) and at.path == Path("/tmp/me@work/r.rdzv")
+    assert isinstance(at, FileBackend)
+    assert at.path == Path("/tmp/me@work/r.rdzv")
     with pytest.raises(ValueError, match="bad value for option 'durable'"):
         open_backend("file:///tmp/x?durable=maybe", run_id="r")
     with pytest.raises(ValueError, match="bad value for option 'poll_interval'"):

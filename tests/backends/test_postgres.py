@@ -984,36 +984,6 @@ async def test_listing_skips_rows_that_are_not_ours() -> None:
         assert all(run.age is not None and 0 <= run.age < 10 for run in runs.values())
 
 
-async def test_a_delete_racing_writers_leaves_one_outcome_or_the_other() -> None:
-    """A put holds its run's lock shared, a deletion exclusively: the put, and the size it
-    counts, come wholly before the deletion (and go with it) or wholly after (alone, counting
-    only itself), never half of each."""
-    table = fresh_table()
-    for number in range(20):
-        run_id = f"race-{number}"
-        deleter = PostgresBackend(dsn(), run_id, table=table)
-        writer = PostgresBackend(dsn(), run_id, table=table)
-        await deleter.set_state(b"old")
-        await deleter.member_table().put("a", "g", b"v", None)
-        puts: list[Any] = []
-
-        async def put(writer: PostgresBackend = writer, puts: list[Any] = puts) -> None:
-            puts.append(await writer.member_table().put("b", "g", b"v", None))
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(deleter.delete_run)
-            group.start_soon(put)
-        members = writer.member_table()
-        assert await writer.get_state() is None
-        assert await members.get("a") is None
-        if await members.get("b") is not None:
-            assert (puts[0].group_size, await members.count("g")) == (1, 1)  # put after
-        else:
-            assert (puts[0].group_size, await members.count("g")) == (2, 0)  # put before
-        await deleter.aclose()
-        await writer.aclose()
-
-
 # -- notification and waiting ------------------------------------------------------------------
 
 

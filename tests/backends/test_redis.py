@@ -929,35 +929,6 @@ async def test_listing_looks_at_many_runs_in_batches(
     await backend.aclose()
 
 
-async def test_a_delete_racing_writers_leaves_one_outcome_or_the_other(
-    server: RedisServer,
-) -> None:
-    """Each script runs alone: a put racing the deletion is wholly before it (and deleted) or
-    wholly after (alone in a new table, counting only itself), never half of each."""
-    for _ in range(20):
-        run_id = new_run_id()
-        deleter, writer = backend_on(server, run_id), backend_on(server, run_id)
-        await deleter.set_state(b"old")
-        await deleter.member_table().put("a", "g", b"v", None)
-        puts: list[Any] = []
-
-        async def put(writer: RedisBackend = writer, puts: list[Any] = puts) -> None:
-            puts.append(await writer.member_table().put("b", "g", b"v", None))
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(deleter.delete_run)
-            group.start_soon(put)
-        table = writer.member_table()
-        assert await writer.get_state() is None
-        assert await table.get("a") is None
-        if await table.get("b") is not None:
-            assert (puts[0].group_size, await table.count("g")) == (1, 1)  # put after
-        else:
-            assert (puts[0].group_size, await table.count("g")) == (2, 0)  # put before
-        await deleter.aclose()
-        await writer.aclose()
-
-
 # -- bad input -------------------------------------------------------------------------------------
 
 

@@ -16,7 +16,8 @@ backend can expire runs nobody writes to::
 
 Tests run like :class:`~arendezvous.testing.conformance.BackendConformance`'s, on their own event
 loop whatever the pytest set-up. They check that a deleted run starts afresh (nothing read back,
-no old token or member version ever matching again) without touching other runs, that listing
+no old token or member version ever matching again) without touching other runs, that a write
+racing a deletion lands wholly before or after it, that listing
 finds every run with its size, age and member count, and that an expiring run disappears once
 nobody has written to it for its time, and only then.
 """
@@ -106,6 +107,46 @@ class RunLifecycleConformance(KitTests):
             again, _, _ = await table.put("node-a", "group", b"owner", None)
             _check(again is not None and again.version != version, DELETE,
                    "the recreated member record repeats its old version")
+
+    async def test_a_write_racing_a_deletion_is_wholly_before_or_after(
+        self, open_backend: Any, run_id: str
+    ) -> None:
+        """A write racing ``delete_run()`` lands wholly before it (and is deleted with the run)
+        or wholly after it (into a fresh run), never half of each: with a member table the write
+        is a member put (a put before counts the old record too; one after counts only itself),
+        without one it creates the state (which can succeed only once the run is gone)."""
+        for attempt in range(10):
+            deleter = await open_backend(f"{run_id}-{attempt}")
+            writer = await open_backend(f"{run_id}-{attempt}")
+            table = writer.member_table()
+            outcome: list[Any] = []
+            await self._populate(deleter)
+
+            async def write(table: Any = table, writer: Any = writer,
+                            outcome: list[Any] = outcome) -> None:
+                if table is not None:
+                    outcome.append(await table.put("node-b", "group", b"owner", None))
+                else:
+                    outcome.append(await writer.set_state(b"racing", None))
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(deleter.delete_run)
+                group.start_soon(write)
+            if table is not None:
+                _check(await table.get("node-a") is None, DELETE,
+                       "a member record survived delete_run()")
+                after = await table.get("node-b") is not None
+                expected = (1, 1) if after else (2, 0)
+                found = (outcome[0].group_size, await table.count("group"))
+                _check(found == expected, DELETE,
+                       f"a put racing delete_run() was half before and half after it: it "
+                       f"counted {found[0]} and the group holds {found[1]}")
+            else:
+                state = await writer.get_state()
+                written = outcome[0][2]
+                _check((state is not None and state[0] == b"racing") == written, DELETE,
+                       f"a create racing delete_run() returned written={written} while the "
+                       f"run holds {show(state)}")
 
     async def test_deleting_an_empty_run(self, backend: AsyncRendezvousBackend) -> None:
         _check(await backend.delete_run() is False, DELETE,
