@@ -329,7 +329,7 @@ async def run_schedule(
             last_call=pace(schedule.last_call), heartbeat=pace(HEARTBEAT),
             heartbeat_timeout=pace(HEARTBEAT_TIMEOUT), join_timeout=pace(LIVENESS_LIMIT),
         )
-        rendezvous._clock = _skewed(node.offset)  # type: ignore[method-assign]
+        rendezvous._node.clock = _skewed(node.offset)  # type: ignore[method-assign]
         return rendezvous
 
     async def new_node(index: int) -> _Node:

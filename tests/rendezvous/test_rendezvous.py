@@ -479,7 +479,7 @@ async def test_clock_offsets_between_nodes_change_nothing(make_backend: MakeBack
     nodes = [AsyncRendezvous(make_backend(), f"n{i}", 2, 4, last_call=0.2, **FAST)
              for i in range(4)]
     for node, offset in zip(nodes, offsets, strict=True):
-        node._clock = skewed(offset)  # type: ignore[method-assign]
+        node._node.clock = skewed(offset)  # type: ignore[method-assign]
     async with nodes[0], nodes[1], nodes[2], nodes[3]:
         first = await join_all(nodes)
         check_round(first)
@@ -496,7 +496,7 @@ def skewed(offset: float) -> Callable[[], float]:
 async def test_the_last_round_number_is_refused_before_writing(make_backend: MakeBackend) -> None:
     handle = make_backend()
     node = AsyncRendezvous(handle, "n", 1, 1, **FAST)
-    register = node._register
+    register = node._node.register
     _, _, written = await register.set_state(encode_record(RoundRecord.new(MAX_ROUND)))
     assert written
     info = await node.next_rendezvous()
@@ -1045,18 +1045,18 @@ async def test_debug_logs_joins_lost_writes_and_waits(
     assert events(caplog, "waiting")  # the first to join waited for the second
     # A write that loses its compare-and-swap: the record changed after this node read it.
     node = nodes[0]
-    stale = await node._read()
+    stale = await node._node.read()
     assert await close_run(make_backend())
     assert stale.record is not None
     caplog.clear()
-    _, written = await node._write(stale, stale.record.with_waiting(True))
+    _, written = await node._node.write(stale, stale.record.with_waiting(True))
     assert not written
     [lost] = events(caplog, "cas_lost")
     assert lost.levelno == logging.DEBUG
     assert vars(lost)["node"] == "a"
     assert lost.getMessage() == "node 'a' lost a write of the round record to another node's"
-    assert lost.filename == "_handler.py"
-    assert lost.funcName == "_write"  # the record points at the line that logged it
+    assert lost.filename == "_node.py"
+    assert lost.funcName == "write"  # the record points at the line that logged it
 
 
 class Unreachable(WatchedBackend):

@@ -90,10 +90,10 @@ Where it departs from PyTorch's handler, and why:
 from __future__ import annotations
 
 from ._handler import AsyncRendezvous as AsyncRendezvous
-from ._handler import Progress as Progress
-from ._handler import RendezvousInfo as RendezvousInfo
-from ._handler import RoundEnd as RoundEnd
-from ._handler import default_node_id as default_node_id
+from ._info import Progress as Progress
+from ._info import RendezvousInfo as RendezvousInfo
+from ._info import RoundEnd as RoundEnd
+from ._info import default_node_id as default_node_id
 from ._record import SCHEMA_VERSION as SCHEMA_VERSION
 from ._status import NodeStatus as NodeStatus
 from ._status import RunStatus as RunStatus

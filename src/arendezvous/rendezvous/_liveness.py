@@ -22,6 +22,9 @@ Two background tasks per :class:`~arendezvous.rendezvous.AsyncRendezvous`:
   it, and no two machines' clocks are ever compared. The dead node's record is deleted (compare-
   and-swap on the version that went silent) and its round ended.
 
+Both work on the node's shared core (:class:`._node.Node`: its id, clock, log, member table
+and round record), never on the handle that owns them.
+
 Both tasks retry when the store fails. :class:`StoreHealth` keeps the log readable through an
 outage: one warning when the node's calls start failing, one when the store answers again, the
 failures in between at DEBUG, however many heartbeats the outage lasts.
@@ -32,17 +35,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
 
 from .._errors import RendezvousError
 from .._members import Member
+from ._info import RendezvousInfo
+from ._node import Node
 from ._record import RoundRecord, group_name
-
-if TYPE_CHECKING:
-    from ._handler import AsyncRendezvous, RendezvousInfo
 
 __all__ = ("Liveness", "StoreHealth")
 
@@ -73,8 +74,8 @@ class StoreHealth:
     ends the outage.
     """
 
-    def __init__(self, rendezvous: AsyncRendezvous, retry: float) -> None:
-        self._rendezvous = rendezvous
+    def __init__(self, node: Node, retry: float) -> None:
+        self._node = node
         self._retry = retry
         self._failing: set[str] = set()
         self._since: float | None = None  # when the outage began; None: no outage
@@ -88,14 +89,14 @@ class StoreHealth:
         """A call made while *doing* something failed with *exc*."""
         self._failing.add(doing)
         if self._since is None:
-            self._since = self._rendezvous._clock()
-            self._rendezvous._log(
+            self._since = self._node.clock()
+            self._node.log(
                 logging.WARNING, "store_unreachable",
                 "node %(node)r cannot use the store while %(doing)s (%(error_type)s: %(error)s); "
                 "retrying every %(retry).3g s, and saying once when it answers again",
                 doing=doing, error=str(exc), error_type=type(exc).__name__, retry=self._retry)
         else:
-            self._rendezvous._log(
+            self._node.log(
                 logging.DEBUG, "store_still_unreachable",
                 "node %(node)r still cannot use the store while %(doing)s (%(error_type)s: "
                 "%(error)s)",
@@ -105,9 +106,9 @@ class StoreHealth:
         """A call made while *doing* something succeeded."""
         self._failing.discard(doing)
         if self._since is not None and not self._failing:
-            outage = self._rendezvous._clock() - self._since
+            outage = self._node.clock() - self._since
             self._since = None
-            self._rendezvous._log(
+            self._node.log(
                 logging.WARNING, "store_reachable",
                 "the store answers node %(node)r again, after %(outage).3g s of failures",
                 outage=outage)
@@ -124,8 +125,8 @@ _WATCH = "watching another node's record"
 class Liveness:
     """The heartbeat and the watch of one node (see the module docstring)."""
 
-    def __init__(self, rendezvous: AsyncRendezvous, interval: float, timeout: float) -> None:
-        self._rendezvous = rendezvous
+    def __init__(self, node: Node, interval: float, timeout: float) -> None:
+        self._node = node
         self.interval = interval
         self.timeout = timeout
         #: The value of this node's record: which process wrote it, so that a record left by a
@@ -141,7 +142,7 @@ class Liveness:
         self._watch_scope: anyio.CancelScope | None = None
         self._running = False
         #: One warning per outage of the store, one when it ends.
-        self.health = StoreHealth(rendezvous, interval)
+        self.health = StoreHealth(node, interval)
 
     @property
     def lock(self) -> anyio.Lock:
@@ -153,14 +154,14 @@ class Liveness:
     def wrote(self, member: Member) -> None:
         """Note that this node's record now is *member* (just put or touched)."""
         self.member = member
-        self._written_at = self._rendezvous._clock()
+        self._written_at = self._node.clock()
         if self._has_member is not None:
             self._has_member.set()
 
     async def drop_record(self) -> str | None:
         """Delete this node's record, whatever version it is at (re-read: a write whose reply was
         lost counts); return the group it was in, or ``None`` if there was none."""
-        table, node = self._rendezvous._table, self._rendezvous.node
+        table, node = self._node.table, self._node.id
         self.watch(None)
         async with self.lock:
             self.member = None
@@ -213,7 +214,7 @@ class Liveness:
         group.start_soon(self._watch_loop)
 
     async def _beat_loop(self) -> None:
-        clock = self._rendezvous._clock
+        clock = self._node.clock
         while True:
             if self.member is None:
                 assert self._has_member is not None
@@ -250,10 +251,10 @@ class Liveness:
 
     async def _beat(self) -> Member | None:
         """Touch this node's record; return the record it held if it turned out to be lost."""
-        table, node = self._rendezvous._table, self._rendezvous.node
+        table, node = self._node.table, self._node.id
         async with self.lock:
             member = self.member
-            if member is None or self._rendezvous._clock() < self._written_at + self.interval:
+            if member is None or self._node.clock() < self._written_at + self.interval:
                 return None
             touched = await table.touch(node, member.version)
             if touched is None:
@@ -271,15 +272,15 @@ class Liveness:
     async def _lost(self, member: Member) -> None:
         """This node's record was deleted or taken over: it was evicted (a freeze, a partition).
         A round it holds is over; make sure the others know."""
-        rendezvous = self._rendezvous
-        rendezvous._log(logging.WARNING, "record_lost",
-                        "node %(node)r lost its record in group %(group)s: it was evicted (silent "
-                        "for longer than heartbeat_timeout, %(timeout)g s, as the others saw it)",
-                        group=member.group, timeout=self.timeout)
-        info = rendezvous.info
+        me = self._node
+        me.log(logging.WARNING, "record_lost",
+               "node %(node)r lost its record in group %(group)s: it was evicted (silent for "
+               "longer than heartbeat_timeout, %(timeout)g s, as the others saw it)",
+               group=member.group, timeout=self.timeout)
+        info = me.info
         if info is not None:
-            rendezvous._info = None
-            await rendezvous._end_round_of(info, "this node was evicted from it")
+            me.info = None
+            await me.end_round_of(info, "this node was evicted from it")
 
     async def _watch_loop(self) -> None:
         while True:
@@ -305,11 +306,10 @@ class Liveness:
 
     async def _follow(self, incarnation: str, round: int, group: str, node: str) -> None:
         """Return once *node* is gone from *group* or proven dead, its round ended."""
-        rendezvous = self._rendezvous
-        table, clock, timeout = rendezvous._table, rendezvous._clock, self.timeout
-        rendezvous._log(logging.DEBUG, "watch_started",
-                        "node %(node)r watches %(watched)r in round %(round)d",
-                        watched=node, round=round)
+        me = self._node
+        table, clock, timeout = me.table, me.clock, self.timeout
+        me.log(logging.DEBUG, "watch_started",
+               "node %(node)r watches %(watched)r in round %(round)d", watched=node, round=round)
         member = await table.get(node)
         self.health.reached(_WATCH)
         first_seen = read_at = clock()
@@ -342,14 +342,13 @@ class Liveness:
                     break
                 member = await table.get(node)
                 first_seen = read_at = clock()
-        await rendezvous._end_round(await rendezvous._read(), incarnation, round,
-                                    f"participant {node!r} is gone")
+        await me.end_round(await me.read(), incarnation, round, f"participant {node!r} is gone")
 
     async def _evict(self, member: Member, round: int, silence: float) -> bool:
         """Delete *member*'s record if still at the version that went silent."""
-        if not await self._rendezvous._table.delete(member.node, member.version):
+        if not await self._node.table.delete(member.node, member.version):
             return False  # refreshed at the last moment: alive after all
-        self._rendezvous._log(
+        self._node.log(
             logging.INFO, "node_evicted",
             "node %(node)r evicted %(evicted)r from round %(round)d: its record was silent for "
             "%(silence).3g s (heartbeat_timeout %(timeout)g s)",

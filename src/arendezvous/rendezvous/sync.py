@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 from .._backend import AsyncRendezvousBackend
 from ..sync import SyncBackend
-from ._handler import AsyncRendezvous, Progress, RendezvousInfo, RoundEnd
+from ._handler import AsyncRendezvous
+from ._info import Progress, RendezvousInfo, RoundEnd
 
 __all__ = ("SyncRendezvous",)
 
