@@ -322,6 +322,7 @@ async def run_schedule(
     nodes: dict[int, _Node] = {}
     handles: list[AsyncRendezvousBackend] = []
     refused: list[str] = []
+    twins: list[tuple[anyio.CancelScope, anyio.Event]] = []  # each twin's scope and end
 
     def rendezvous_for(node: _Node) -> AsyncRendezvous:
         rendezvous = AsyncRendezvous(
@@ -360,17 +361,20 @@ async def run_schedule(
         node.done.set()
         record.wake()
 
-    async def duplicate(index: int) -> None:
+    async def duplicate(index: int, scope: anyio.CancelScope, done: anyio.Event) -> None:
         # A second process with a running node's id: refused while the first one lives. (If the
-        # first was evicted meanwhile -- a loaded machine can be slower than the timeout -- the
-        # twin may take the id over; safety still forbids the id twice in one round.)
-        twin = await new_node(index)
-        with anyio.fail_after(pace(LIVENESS_LIMIT)):
-            try:
-                async with rendezvous_for(twin) as rendezvous:
-                    record.add(twin, await rendezvous.next_rendezvous())
-            except DuplicateNodeError:
-                refused.append(f"twin of {twin.name}")
+        # first was evicted or crashed meanwhile, the twin may take the id over; safety still
+        # forbids the id twice in one round.) The final phase stops it (*scope*) first.
+        try:
+            with scope, anyio.fail_after(pace(LIVENESS_LIMIT)):
+                twin = await new_node(index)
+                try:
+                    async with rendezvous_for(twin) as rendezvous:
+                        record.add(twin, await rendezvous.next_rendezvous())
+                except DuplicateNodeError:
+                    refused.append(f"twin of {twin.name}")
+        finally:
+            done.set()
 
     async def thaw_later(node: _Node) -> None:
         await anyio.sleep(pace(FREEZE))
@@ -421,7 +425,9 @@ async def run_schedule(
                     await start(group, index)
                 elif action == "duplicate":
                     if healthy(node):
-                        group.start_soon(duplicate, index)
+                        twin = (anyio.CancelScope(), anyio.Event())
+                        twins.append(twin)  # before it starts: the final phase may come first
+                        group.start_soon(duplicate, index, *twin)
                 elif node is None or not node.running:
                     continue
                 elif action == "leave":
@@ -442,8 +448,12 @@ async def run_schedule(
                     node.restart_requested = True
                     node.poke.cancel()
             with anyio.fail_after(pace(LIVENESS_LIMIT)):
-                # Frozen nodes come back and every stopped driver is gone before the node can be
+                # Twins stop (a twin that took an id over would refuse the node of that id);
+                # frozen nodes come back and every stopped driver is gone before the node can be
                 # started again; then every node runs and one round must hold all that fit.
+                for scope, done in twins:
+                    scope.cancel()
+                    await done.wait()
                 for node in nodes.values():
                     node.faults.thawed.set()
                     node.faults.cancel_at = None

@@ -29,7 +29,8 @@ INCARNATION = "0123456789abcdef" * 2
 def _document(**changes: Any) -> bytes:
     document: dict[str, Any] = {
         "v": SCHEMA_VERSION, "id": INCARNATION, "round": 0, "complete": True, "closed": False,
-        "last_call": False, "waiting": False, "participants": ["a"], "previous": [],
+        "last_call": False, "waiting": False, "participants": ["a"], "seq": 1, "previous": [],
+        "previous_seq": 0,
     }
     document.update(changes)
     return json.dumps(document).encode()
@@ -54,7 +55,9 @@ def records(draw: st.DrawFn) -> RoundRecord:
         last_call=not complete and draw(st.booleans()),
         waiting=complete and draw(st.booleans()),
         participants=participants if complete else (),
+        seq=draw(st.integers(0, MAX_ROUND)) if complete else 0,
         previous=previous,
+        previous_seq=draw(st.integers(0, MAX_ROUND)) if previous else 0,
     )
 
 
@@ -76,15 +79,16 @@ def test_arbitrary_bytes_decode_or_raise_state_error(data: bytes) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
 @given(st.dictionaries(
     st.sampled_from(["v", "id", "round", "complete", "closed", "last_call", "waiting",
-                     "participants", "previous"]),
+                     "participants", "seq", "previous", "previous_seq"]),
     json_values,
 ))
 @settings(max_examples=300)
@@ -129,6 +133,13 @@ def test_arbitrary_json_objects_decode_or_raise_state_error(document: dict[str, 
          "previous participants must be distinct and in rank"),
         (_document(previous=["a"]), "only an open round after another"),
         (_document(complete=False, participants=[], previous=["a"]), "only an open round after"),
+        (_document(seq=-1), "'seq' must be an integer"),
+        (_document(seq=True), "'seq' must be an integer"),
+        (_document(seq=MAX_ROUND + 1), "'seq' must be an integer"),
+        (_document(complete=False, participants=[]), "an open round has no seq"),
+        (_document(complete=False, participants=[], seq=0, round=1, previous_seq=3),
+         "a previous_seq without previous participants"),
+        (_document(previous_seq="1"), "'previous_seq' must be an integer"),
     ],
 )
 def test_malformed_records_are_refused(data: bytes, match: str) -> None:
@@ -138,7 +149,7 @@ def test_malformed_records_are_refused(data: bytes, match: str) -> None:
 
 def test_what_the_library_writes_it_can_read() -> None:
     # Bounds are checked on the way out as on the way in: the last round cannot be ended...
-    last = RoundRecord.new(MAX_ROUND).completed(("a",))
+    last = RoundRecord.new(MAX_ROUND).completed(("a",), 1)
     assert decode_record(bytes(encode_record(last))) == last
     with pytest.raises(RendezvousStateError, match="every round number"):
         last.ended()
@@ -157,14 +168,15 @@ def test_transitions() -> None:
     assert record.group == group_name(record.incarnation, 7)
     assert record.next_group == group_name(record.incarnation, 8)
     calling = record.with_last_call(True)
-    done = calling.completed(("z", "b", "m"))
+    done = calling.completed(("z", "b", "m"), 9)
     assert (done.complete, done.last_call, done.participants) == (True, False, ("b", "m", "z"))
     assert done.rank_of("z") == 2
     waiting = done.with_waiting(True)
     ended = waiting.ended()
     assert (ended.round, ended.complete, ended.waiting, ended.participants) == (8, False, False, ())
     assert ended.previous == ("b", "m", "z")  # a participant that reads late still finds its rank
-    assert ended.with_last_call(True).completed(("q",)).previous == ()
+    assert (done.seq, ended.seq, ended.previous_seq) == (9, 0, 9)
+    assert ended.with_last_call(True).completed(("q",), 10).previous == ()
     assert ended.ended().previous == ()  # an open round ended: no round before it completed
     assert ended.incarnation == record.incarnation
     assert ended.ended(last_call=True).last_call
@@ -174,7 +186,7 @@ def test_transitions() -> None:
 
 
 def test_compact_at_a_thousand_nodes() -> None:
-    record = RoundRecord.new().completed(tuple(f"node-{index:04d}" for index in range(1000)))
+    record = RoundRecord.new().completed(tuple(f"node-{index:04d}" for index in range(1000)), 1000)
     data = encode_record(record)
     # ~12 bytes per node id: the record every node reads once per round stays small.
     assert len(data) < 14_000

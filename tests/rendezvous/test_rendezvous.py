@@ -446,6 +446,34 @@ async def test_a_dead_nodes_id_is_taken_over_once_silent(
     assert info.participants == ("reborn",)
 
 
+async def test_a_process_taking_over_a_participants_id_is_not_that_participant(
+    make_backend: MakeBackend, observer: Observer
+) -> None:
+    """A round completes with "n" while a second process with id "n" waits for the first to
+    fall silent; when it then takes the record over, the round it finds complete is the first
+    process's, not its own: it gets no rank in it (two processes would hold rank 0)."""
+    first = AsyncRendezvous(make_backend(), "n", 2, 2, **FAST)  # never entered: no heartbeat
+    other = AsyncRendezvous(make_backend(), "o", 2, 2, **FAST)
+    second = AsyncRendezvous(make_backend(), "n", 2, 2, **FAST)
+    got: list[RendezvousInfo] = []
+
+    async def join_second() -> None:
+        got.append(await second.next_rendezvous())
+
+    with anyio.fail_after(LIMIT):
+        async with anyio.create_task_group() as group:
+            group.start_soon(first.next_rendezvous)
+            await observer.until(lambda s: s.joined == ("n",))
+            group.start_soon(join_second)  # finds the first's record fresh: waits it out
+            info = await other.next_rendezvous()  # completes the round with the first
+            assert info.participants == ("n", "o")
+            # The first falls silent; the second takes its record over and, finding the round
+            # complete without it, waits for the next one (rather than claim rank 0 of this).
+            await observer.until(lambda s: "n" in s.waiting or bool(got))
+            group.cancel_scope.cancel()
+    assert got == []
+
+
 async def test_round_ids_never_repeat_when_the_store_loses_everything(
     make_backend: MakeBackend,
 ) -> None:

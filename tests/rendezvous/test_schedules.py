@@ -48,3 +48,31 @@ def test_schedules_on_file(anyio_backend: str, schedule: Schedule) -> None:
             return FileBackend(Path(directory), "schedule", durable=False, poll_interval=0.01)
 
         anyio.run(run_schedule, schedule, make, backend=anyio_backend)
+
+
+# Found by the schedules above: a second process with node 0's id waited out the first's record
+# while the first completed a round and crashed; taking the record over put it into that round's
+# group, and it was handed the dead process's rank (and a round the first had already held).
+TAKEOVER = Schedule(
+    min_nodes=2,
+    max_nodes=3,
+    last_call=0.1,
+    nodes=2,
+    offsets=(3600.0, -3600.0),
+    steps=(("start", 0), ("start", 1), ("pause", 0.05), ("start", 0), ("settle", 0),
+           ("duplicate", 0), ("leave", 1), ("duplicate", 0), ("duplicate", 1), ("restart", 1),
+           ("crash", 0)),
+)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_process_taking_over_a_dead_participants_id_gets_no_rank_of_its_round(
+    anyio_backend: str, attempt: int
+) -> None:
+    store = MemoryStore()
+
+    async def make() -> AsyncRendezvousBackend:
+        return MemoryBackend(f"takeover-{attempt}", store)
+
+    anyio.run(run_schedule, TAKEOVER, make, backend=anyio_backend)

@@ -258,7 +258,8 @@ class Joiner:
 
     def _ended_with(self, record: RoundRecord, joined: str) -> bool:
         """Whether *record* opened right after the round of group *joined* completed with this
-        node (this process: its member record is still in that group)."""
+        node (this process: its member record is still in that group, put before the round was
+        completed)."""
         member = self._liveness.member
         return (
             not record.complete
@@ -266,16 +267,20 @@ class Joiner:
             and joined == group_name(record.incarnation, record.round - 1)
             and member is not None
             and member.group == joined
+            and member.seq <= record.previous_seq
         )
 
     def _holds(self, record: RoundRecord) -> bool:
         """Whether this node (this process, not merely this id) is a participant of *record*'s
-        round: listed, and its own member record is in the round's group."""
+        round: listed, and its own member record is in the round's group, put no later than the
+        records the round was completed with (a process that took over the id of a dead
+        participant afterwards is not that participant)."""
         member = self._liveness.member
         return (
             self._node.id in record.participants
             and member is not None
             and member.group == record.group
+            and member.seq <= record.seq
         )
 
     def last_call_due(self, record: RoundRecord) -> float | None:
@@ -335,8 +340,11 @@ class Joiner:
                 live.append(member)
         self._sizes[record.group] = len(live)
         if len(live) >= self.max_nodes or (expired and len(live) >= self.min_nodes):
-            chosen = tuple(member.node for member in live[: self.max_nodes])
-            new_view, written = await self._node.write(view, record.completed(chosen))
+            chosen = live[: self.max_nodes]
+            new_view, written = await self._node.write(
+                view, record.completed(tuple(member.node for member in chosen),
+                                       max(member.seq for member in chosen))
+            )
             if written:
                 self._node.log(logging.DEBUG, "round_completed",
                                "node %(node)r completed round %(round)d with %(world_size)d of "

@@ -9,7 +9,8 @@ document. The record changes a handful of times per round, and every change wake
 Wire format, schema version 2 (UTF-8 JSON, never pickle: the bytes come from a shared store)::
 
     {"v": 2, "id": "5f0c...32 hex...", "round": 3, "complete": true, "closed": false,
-     "last_call": false, "waiting": false, "participants": ["a", "b"], "previous": []}
+     "last_call": false, "waiting": false, "participants": ["a", "b"], "seq": 17,
+     "previous": [], "previous_seq": 0}
 
 ``id`` is the record's *incarnation*, drawn at random when the record is created: a store that
 loses its data gets a new one, so ``(id, round)`` never repeats within a run. Every transition is
@@ -46,7 +47,7 @@ MAX_ROUND = 2**63 - 1
 """The largest round number (a signed 64-bit integer, so every JSON reader can hold it)."""
 
 _KEYS = frozenset(("v", "id", "round", "complete", "closed", "last_call", "waiting",
-                   "participants", "previous"))
+                   "participants", "seq", "previous", "previous_seq"))
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -68,10 +69,16 @@ class RoundRecord:
     :ivar waiting: (complete round with room) nodes wait to join: the participants should start a
         new round.
     :ivar participants: (complete round) node ids in rank order (sorted); empty while open.
+    :ivar seq: (complete round) the highest member-table ``seq`` among the participants' records
+        as the completing node listed them. A participant holds the round only if its own
+        record's ``seq`` is not higher: a process that took over a participant's id after the
+        listing (the participant's process having died) put a later record, and is not the
+        participant the round was formed with. 0 while open.
     :ivar previous: (open round) the participants of the round before it, if that round was
         complete, in rank order: a participant that had not yet read its round complete when
         another ended it still learns its place (PyTorch's handler, too, returns a round that a
         peer has already left). Empty in a complete round.
+    :ivar previous_seq: (open round) the ``seq`` of the round before it, with :attr:`previous`.
     """
 
     incarnation: str
@@ -81,7 +88,9 @@ class RoundRecord:
     last_call: bool = False
     waiting: bool = False
     participants: tuple[str, ...] = ()
+    seq: int = 0
     previous: tuple[str, ...] = ()
+    previous_seq: int = 0
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -119,12 +128,14 @@ class RoundRecord:
                 f"the run has used every round number up to {MAX_ROUND}; start a new run id"
             )
         return RoundRecord(self.incarnation, self.round + 1, closed=self.closed,
-                           last_call=last_call, previous=self.participants)
+                           last_call=last_call, previous=self.participants,
+                           previous_seq=self.seq)
 
-    def completed(self, participants: tuple[str, ...]) -> RoundRecord:
+    def completed(self, participants: tuple[str, ...], seq: int) -> RoundRecord:
         """This round, complete with *participants* (ranked by sorted node id)."""
         return replace(self, complete=True, last_call=False, waiting=False,
-                       participants=tuple(sorted(participants)), previous=())
+                       participants=tuple(sorted(participants)), seq=seq, previous=(),
+                       previous_seq=0)
 
     def with_last_call(self, running: bool) -> RoundRecord:
         """This open round with its last call started (or stopped)."""
@@ -174,6 +185,14 @@ def _problem(record: RoundRecord) -> str | None:
             return "a complete round has no last call"
     elif participants or record.waiting:
         return "an open round lists no participants and no waiting flag"
+    for name in ("seq", "previous_seq"):
+        value = getattr(record, name)
+        if type(value) is not int or not 0 <= value <= MAX_ROUND:
+            return f"{name!r} must be an integer from 0 to {MAX_ROUND}"
+    if record.seq and not record.complete:
+        return "an open round has no seq"
+    if record.previous_seq and not record.previous:
+        return "a previous_seq without previous participants"
     return None
 
 
@@ -205,7 +224,9 @@ def encode_record(record: RoundRecord) -> bytes:
         "last_call": record.last_call,
         "waiting": record.waiting,
         "participants": record.participants,
+        "seq": record.seq,
         "previous": record.previous,
+        "previous_seq": record.previous_seq,
     }
     data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
     _remember(data, record)
@@ -252,7 +273,9 @@ def decode_record(data: bytes) -> RoundRecord:
         last_call=document["last_call"],
         waiting=document["waiting"],
         participants=tuple(participants),
+        seq=document["seq"],
         previous=tuple(previous),
+        previous_seq=document["previous_seq"],
     )
     _remember(data, record)
     return record
