@@ -154,7 +154,7 @@ async def main(dsn: str, seconds: float, state_size: int) -> list[tuple[str, ...
         async def raw_set() -> object:
             row = await raw.fetchrow(
                 backend._sql.update, run_id, theirs["version"], token.incarnation, stored,
-                run_channel, stored,
+                run_channel, stored, None,  # no expire_after, as the backend here
             )  # fmt: skip
             assert row["written"]
             theirs["version"] = row["version"]
@@ -217,6 +217,7 @@ async def main(dsn: str, seconds: float, state_size: int) -> list[tuple[str, ...
                     stored,
                     race_channel,
                     stored,
+                    None,  # no expire_after
                 )
                 seen["version"] = row["version"]
                 return bool(row["written"])

@@ -37,6 +37,7 @@ from benchmarks import _measure
 from benchmarks._measure import Op, Writer, percentile
 
 from arendezvous.backends.redis import SET_STATE_SCRIPT, RedisBackend, RedisToken
+from arendezvous.backends.redis._members import member_key
 from arendezvous.backends.redis._protocol import SET_STATE_SHA
 from servers.redis import RedisServer
 
@@ -65,9 +66,12 @@ def _row(name: str, ours: list[float], raw: list[float]) -> str:
 class RawWriter:
     """The backend's compare-and-swap done by hand: the same EVALSHA, the token from replies."""
 
-    def __init__(self, client: redis.asyncio.Redis, key: bytes, token: RedisToken) -> None:
+    def __init__(
+        self, client: redis.asyncio.Redis, key: bytes, member_key: bytes, token: RedisToken
+    ) -> None:
         self.client = client
         self.key = key
+        self.member_key = member_key
         self.incarnation = token.incarnation
         self.counter = token.counter
         self.prefix = os.urandom(8).hex()
@@ -76,7 +80,8 @@ class RawWriter:
     async def set_state(self, state: bytes) -> bool:
         writer = f"{self.prefix}-{next(self.calls)}"
         reply: Any = await self.client.evalsha(
-            SET_STATE_SHA, 1, self.key, state, b"1", self.incarnation, self.counter, writer
+            SET_STATE_SHA, 2, self.key, self.member_key, state, b"1", self.incarnation,
+            self.counter, writer, b"0",  # no expiry, as the backend without expire_after
         )
         self.counter = int(reply[2])
         return bool(reply[0] == 1)
@@ -117,7 +122,7 @@ async def main(port: int, seconds: float, state_size: int) -> None:
     raw_backend = RedisBackend(f"bench-raw-{uuid.uuid4().hex}", host=host, port=port)
     _, raw_token, _ = await raw_backend.set_state(payload)
     assert isinstance(raw_token, RedisToken)
-    raw_writer = RawWriter(client, raw_backend.key, raw_token)
+    raw_writer = RawWriter(client, raw_backend.key, member_key(raw_backend.key), raw_token)
 
     async def raw_set() -> object:
         written = await raw_writer.set_state(payload)
@@ -144,7 +149,8 @@ async def main(port: int, seconds: float, state_size: int) -> None:
     raw_run = RedisBackend(f"bench-race-raw-{uuid.uuid4().hex}", host=host, port=port)
     _, raw_start, _ = await raw_run.set_state(payload)
     assert isinstance(raw_start, RedisToken)
-    raw_writers = [RawWriter(c, raw_run.key, raw_start) for c in raw_clients]
+    raw_members = member_key(raw_run.key)
+    raw_writers = [RawWriter(c, raw_run.key, raw_members, raw_start) for c in raw_clients]
     our_writers = [our_writer(index) for index in range(WRITERS)]
     raw_calls: list[Callable[[], Awaitable[bool]]] = [
         functools.partial(writer.set_state, payload) for writer in raw_writers

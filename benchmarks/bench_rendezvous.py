@@ -82,9 +82,11 @@ MAX_PROCESSES = 8
 class Counter:
     """What one process's nodes asked of their stores.
 
-    ``calls`` counts requests: every backend and member-table call except waits, which the
-    handle's one shared change feed answers (a wait is counted once it returns, as the read that
-    woke it). ``woken`` counts waits on the round record that returned: waiters woken.
+    ``calls`` counts requests: every backend and member-table call, and a wait on the round
+    record once it returns (the handle's one shared change feed answers it, and the read that
+    woke it is the request); a member table's wait is not counted (it is the store's push,
+    etcd's watch event, and the read the watcher makes after it is counted as a get).
+    ``woken`` counts waits on the round record that returned: waiters woken.
     """
 
     def __init__(self) -> None:
@@ -164,10 +166,9 @@ class CountedTable(MemberTable):
     async def wait_for_change(
         self, node: str, version: Token | None, *, timeout: float | None = None
     ) -> bool:
-        changed = await self._table.wait_for_change(node, version, timeout=timeout)
-        if changed:
-            self._counter.calls += 1
-        return changed
+        # Not a request: a table's wait is the store's push (etcd's watch event), and what the
+        # watcher reads after it is counted as a get of its own.
+        return await self._table.wait_for_change(node, version, timeout=timeout)
 
 
 # -- workers (this script run with --worker) ------------------------------------------------------

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 
 import anyio
 from anyio.abc import TaskGroup
@@ -310,6 +311,12 @@ class Liveness:
         table, clock, timeout = me.table, me.clock, self.timeout
         me.log(logging.DEBUG, "watch_started",
                "node %(node)r watches %(watched)r in round %(round)d", watched=node, round=round)
+        if table.has_clock:
+            # The watched node was alive a moment ago (it is in the round this node just got),
+            # and the record's age will say how long it has been silent whenever it is read: the
+            # first read can wait, spread over most of a heartbeat, rather than add N reads to
+            # the moment a round forms. A verdict is not delayed (it is timed by the age).
+            await anyio.sleep(self.interval * (0.5 + random.random() / 2))
         member = await table.get(node)
         self.health.reached(_WATCH)
         first_seen = read_at = clock()

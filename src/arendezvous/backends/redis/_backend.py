@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import os
@@ -203,6 +204,12 @@ class RedisBackend(NetworkBackend):
             "retry": Retry(NoBackoff(), 0),
             "decode_responses": False,
         }
+        # Every new connection would announce the client library (CLIENT SETINFO, a round trip
+        # or two): a rendezvous of a thousand handles opens two thousand connections at once.
+        if "driver_info" in inspect.signature(_redis_modules().Redis.__init__).parameters:
+            self._client_kwargs["driver_info"] = None
+        else:  # redis-py < 8 names it lib_name / lib_version
+            self._client_kwargs.update(lib_name=None, lib_version=None)
         try:
             from redis.maint_notifications import MaintNotificationsConfig
         except ImportError:  # redis-py < 7 has no maintenance notifications to turn off
