@@ -53,6 +53,8 @@ from arendezvous.testing.stateful import backend_state_machine
 from servers import find_binary, free_port
 from servers.etcd import EtcdServer
 
+from ._loops import BothLoops
+
 pytestmark = pytest.mark.anyio
 
 _PREFIX = f"/arendezvous-test-{uuid.uuid4().hex[:8]}/"
@@ -104,7 +106,7 @@ async def _raw_delete(server: EtcdServer, key: bytes) -> None:
 # -- the contract and the shared network scenarios -------------------------------------------------
 
 
-class TestEtcdConformance(NetworkBackendConformance):
+class TestEtcdConformance(BothLoops, NetworkBackendConformance):
     corrupt_values = (
         *NetworkBackendConformance.corrupt_values,
         b"ARDE",  # the magic alone
@@ -113,9 +115,6 @@ class TestEtcdConformance(NetworkBackendConformance):
         b"\x80\x04\x95pickle",  # the start of a pickle
     )
 
-    @pytest.fixture(params=["asyncio", "trio"])
-    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
-        return str(request.param)
 
     @pytest.fixture(autouse=True)
     def _server(self, etcd_server: EtcdServer) -> None:
@@ -171,12 +170,9 @@ TestStateMachineOnTrio = pytest.mark.usefixtures("etcd_server")(
 TestStateMachineOnTrio.settings = _MACHINE_SETTINGS
 
 
-class TestEtcdMembers(MemberTableConformance):
-    """The member table's contract, on asyncio and on trio (there through the loop thread)."""
-
-    @pytest.fixture(params=["asyncio", "trio"])
-    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
-        return str(request.param)
+class _OnEtcd(BothLoops):
+    """A kit class on the module's server, on asyncio and on trio (there through the loop
+    thread)."""
 
     @pytest.fixture(autouse=True)
     def _server(self, etcd_server: EtcdServer) -> None:
@@ -186,19 +182,12 @@ class TestEtcdMembers(MemberTableConformance):
         return EtcdBackend(run_id, self.etcd.endpoint, key_prefix=_PREFIX)
 
 
-class TestEtcdLifecycle(RunLifecycleConformance):
-    """Deleting, listing and expiring runs (a lease per run), on asyncio and on trio."""
+class TestEtcdMembers(_OnEtcd, MemberTableConformance):
+    """The member table's contract."""
 
-    @pytest.fixture(params=["asyncio", "trio"])
-    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
-        return str(request.param)
 
-    @pytest.fixture(autouse=True)
-    def _server(self, etcd_server: EtcdServer) -> None:
-        self.etcd = etcd_server
-
-    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
-        return EtcdBackend(run_id, self.etcd.endpoint, key_prefix=_PREFIX)
+class TestEtcdLifecycle(_OnEtcd, RunLifecycleConformance):
+    """Deleting, listing and expiring runs (a lease per run)."""
 
     async def make_expiring_backend(
         self, run_id: str, expire_after: float

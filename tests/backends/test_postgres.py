@@ -52,6 +52,8 @@ from arendezvous.testing.network import NetworkBackendConformance
 from arendezvous.testing.stateful import backend_state_machine
 from servers.postgres import PostgresServer
 
+from ._loops import BothLoops
+
 asyncpg = pytest.importorskip("asyncpg")
 
 pytestmark = pytest.mark.anyio
@@ -113,7 +115,7 @@ async def write_raw(table: str, run_id: str, stored: bytes, *, connection: Any) 
 # -- the contract and the shared network scenarios -----------------------------------------------
 
 
-class TestPostgresConformance(NetworkBackendConformance):
+class TestPostgresConformance(BothLoops, NetworkBackendConformance):
     corrupt_values = (
         *NetworkBackendConformance.corrupt_values,
         b"ARDP",  # header cut short
@@ -122,9 +124,6 @@ class TestPostgresConformance(NetworkBackendConformance):
         b"ARDZ\x01" + b"\x00" * 40,  # the file backend's magic
     )
 
-    @pytest.fixture(params=["asyncio", "trio"])
-    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
-        return str(request.param)
 
     def server_address(self) -> tuple[str, int]:
         return _servers["main"].host, _servers["main"].port
@@ -169,25 +168,19 @@ class TestPostgresConformance(NetworkBackendConformance):
         return await on_asyncio(count)
 
 
-class TestPostgresMembers(MemberTableConformance):
+class TestPostgresMembers(BothLoops, MemberTableConformance):
     """The member table's contract, on asyncio and trio, in the default tables (every test has
     a run of its own)."""
 
-    @pytest.fixture(params=["asyncio", "trio"])
-    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
-        return str(request.param)
 
     async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
         return PostgresBackend(dsn(), run_id, heartbeat=300)
 
 
-class TestPostgresLifecycle(RunLifecycleConformance):
+class TestPostgresLifecycle(BothLoops, RunLifecycleConformance):
     """Deleting, listing and expiring runs (an expiry column per row), on asyncio and trio, in
     the default tables."""
 
-    @pytest.fixture(params=["asyncio", "trio"])
-    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
-        return str(request.param)
 
     async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
         return PostgresBackend(dsn(), run_id, heartbeat=300)

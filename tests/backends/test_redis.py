@@ -60,6 +60,8 @@ from arendezvous.testing.servers import free_port
 from arendezvous.testing.stateful import backend_state_machine
 from servers.redis import RedisServer
 
+from ._loops import BothLoops
+
 pytestmark = pytest.mark.anyio
 
 
@@ -95,7 +97,7 @@ def new_run_id() -> str:
 # -- the contract and the shared network scenarios -------------------------------------------------
 
 
-class TestRedisConformance(NetworkBackendConformance):
+class TestRedisConformance(BothLoops, NetworkBackendConformance):
     corrupt_values = (
         *NetworkBackendConformance.corrupt_values,
         b"arendezvous/1",
@@ -103,9 +105,6 @@ class TestRedisConformance(NetworkBackendConformance):
     )
     keeps_state_across_restart = False  # the test servers persist nothing
 
-    @pytest.fixture(params=["asyncio", "trio"])
-    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
-        return str(request.param)
 
     @pytest.fixture(autouse=True)
     def _server(self, server: RedisServer) -> None:
@@ -148,12 +147,9 @@ class TestRedisConformance(NetworkBackendConformance):
         return await on_asyncio(count)
 
 
-class TestRedisMembers(MemberTableConformance):
-    """The member table's contract, on asyncio and on trio (there through the loop thread)."""
-
-    @pytest.fixture(params=["asyncio", "trio"])
-    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
-        return str(request.param)
+class _OnRedis(BothLoops):
+    """A kit class on the module's server, on asyncio and on trio (there through the loop
+    thread)."""
 
     @pytest.fixture(autouse=True)
     def _server(self, server: RedisServer) -> None:
@@ -163,19 +159,12 @@ class TestRedisMembers(MemberTableConformance):
         return backend_on(self.server, run_id)
 
 
-class TestRedisLifecycle(RunLifecycleConformance):
-    """Deleting, listing and expiring runs (``PEXPIRE``), on asyncio and on trio."""
+class TestRedisMembers(_OnRedis, MemberTableConformance):
+    """The member table's contract."""
 
-    @pytest.fixture(params=["asyncio", "trio"])
-    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
-        return str(request.param)
 
-    @pytest.fixture(autouse=True)
-    def _server(self, server: RedisServer) -> None:
-        self.server = server
-
-    async def make_backend(self, run_id: str) -> AsyncRendezvousBackend:
-        return backend_on(self.server, run_id)
+class TestRedisLifecycle(_OnRedis, RunLifecycleConformance):
+    """Deleting, listing and expiring runs (``PEXPIRE``)."""
 
     async def make_expiring_backend(
         self, run_id: str, expire_after: float

@@ -73,6 +73,8 @@ from arendezvous.testing.network import NetworkBackendConformance
 from arendezvous.testing.stateful import backend_state_machine
 from servers.seaweedfs import SeaweedFSServer
 
+from ._loops import BothLoops
+
 pytestmark = pytest.mark.anyio
 
 ACCESS_KEY = "arendezvous-test-" + secrets.token_hex(8)
@@ -176,7 +178,7 @@ def _object(counter: int = 1, state: bytes = b"state") -> bytes:
     return _format.encode(b"i" * 16, counter, b"w" * 16, state)
 
 
-class TestS3Conformance(NetworkBackendConformance):
+class TestS3Conformance(BothLoops, NetworkBackendConformance):
     corrupt_values = (
         *NetworkBackendConformance.corrupt_values,
         b"plain text someone stored here",
@@ -193,9 +195,6 @@ class TestS3Conformance(NetworkBackendConformance):
     # on a busy machine (SeaweedFS's answers take milliseconds), short for the suite.
     failure_timeout = 2.0
 
-    @pytest.fixture(params=["asyncio", "trio"])
-    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
-        return str(request.param)
 
     @pytest.fixture(autouse=True)
     def _server(self, server: SeaweedFSServer) -> None:
@@ -226,15 +225,12 @@ class TestS3Conformance(NetworkBackendConformance):
         await with_raw_client(self.server, "delete_object", Key=key)
 
 
-class TestS3Lifecycle(RunLifecycleConformance):
+class TestS3Lifecycle(BothLoops, RunLifecycleConformance):
     """Deleting, listing and expiring runs (by the store's clock, enforced by reads and
     listings), on asyncio and on trio; each test lists its own prefix."""
 
     timeout = RACE_TIMEOUT
 
-    @pytest.fixture(params=["asyncio", "trio"])
-    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
-        return str(request.param)
 
     @pytest.fixture(autouse=True)
     def _server(self, server: SeaweedFSServer) -> None:
