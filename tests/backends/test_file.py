@@ -538,11 +538,12 @@ def test_a_fifo_at_a_runs_path_is_refused_without_blocking(tmp_path: Path, which
     read_state, write_state = backend.get_state, lambda: backend.set_state(b"x")
     read_member, write_member = (lambda: table.get("node"),
                                  lambda: table.put("node", "group", b"v", None))
-    calls: list[Callable[[], Awaitable[object]]] = {
+    by_path: dict[str, list[Callable[[], Awaitable[object]]]] = {
         "state": [read_state, write_state],
         "members": [read_member, write_member],
         "lock": [write_state, write_member],  # writers take the lock, readers do not
-    }[which]
+    }
+    calls = by_path[which]
     for call in calls:
         _refused(_within(10, call, fifo), fifo)
         assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

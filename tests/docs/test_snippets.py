@@ -58,7 +58,7 @@ FILE_URL = "file:///tmp/rdzv"
 # Redis's address as documented keyword arguments (RedisBackend(host=..., port=...)).
 REDIS_KEYWORDS = 'host="127.0.0.1", port=6379'
 # The identity of the SeaweedFS that docs/s3.md starts (its s3.json).
-S3_IDENTITY = {"access_key": "me", "secret_key": "change-me"}
+S3_ACCESS_KEY, S3_SECRET_KEY = "me", "change-me"  # the identity docs/s3.md sets up
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,9 @@ class Stores:
         from servers.seaweedfs import SeaweedFSServer
 
         if name == "s3":
-            s3 = self._stack.enter_context(SeaweedFSServer(bucket="rdzv", **S3_IDENTITY))
+            s3 = self._stack.enter_context(SeaweedFSServer(
+                bucket="rdzv", access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY
+            ))
             self.environ.update(s3.environ)
             return s3.endpoint_url
         if name == "redis":

@@ -120,7 +120,9 @@ with create_handler(params) as handler:
 def measured(code: str) -> dict[str, Snapshot]:
     """Run *code* in a namespace of its own; snapshots before, once its round is held, after."""
     counts = {"before": snapshot()}
-    original = {cls: cls.next_rendezvous for cls in (DynamicRendezvousHandler, ArendezvousHandler)}
+    original: dict[type, Callable[[Any], torch_api.RendezvousInfo]] = {
+        cls: cls.next_rendezvous for cls in (DynamicRendezvousHandler, ArendezvousHandler)
+    }
 
     def recording(cls: type) -> Callable[[Any], torch_api.RendezvousInfo]:
         def next_rendezvous(self: Any) -> torch_api.RendezvousInfo:
