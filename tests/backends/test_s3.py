@@ -36,6 +36,8 @@ import anyio
 import hypothesis
 import pytest
 
+from _missing import missing
+
 try:
     from aiobotocore.session import AioSession
     from botocore.auth import S3SigV4Auth
@@ -43,12 +45,7 @@ try:
     from botocore.credentials import Credentials
     from botocore.exceptions import ClientError
 except ImportError:  # pragma: no cover - CI installs every extra
-    if os.environ.get("CI"):
-        raise
-    pytest.skip(
-        "!!! SKIPPED: aiobotocore is not installed: pip install 'arendezvous[s3]' !!!",
-        allow_module_level=True,
-    )
+    missing("aiobotocore is not installed: pip install 'arendezvous[s3]'", module=True)
 
 from _network import ReadCounter, on_asyncio
 from arendezvous import (

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from _missing import missing
 from arendezvous.cli import build_parser, main
 
 
@@ -49,7 +50,7 @@ def test_python_dash_m_cli_and_the_console_script() -> None:
     if not script.exists():
         found = shutil.which("arendezvous", path=os.environ.get("PATH"))
         if found is None:
-            pytest.skip("the arendezvous console script is not installed in this environment")
+            missing("the arendezvous console script is not installed in this environment")
         script = Path(found)
     for command in ([sys.executable, "-m", "arendezvous.cli"], [str(script)]):
         out = subprocess.run(

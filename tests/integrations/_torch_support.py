@@ -5,10 +5,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import os
 from collections.abc import Iterator
 
-import pytest
+from _missing import missing
 
 __all__ = ("require_torch", "store_url")
 
@@ -17,10 +16,7 @@ def require_torch() -> None:
     """Skip the calling module loudly when torch is missing; in CI, fail instead."""
     if importlib.util.find_spec("torch") is not None:
         return
-    reason = "torch is not installed: pip install 'arendezvous[torch]'"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must test the torch integration)", pytrace=False)
-    pytest.skip(f"!!! SKIPPED: {reason} !!!", allow_module_level=True)
+    missing("torch is not installed: pip install 'arendezvous[torch]'", module=True)
 
 
 _LAUNCHERS = {
@@ -44,8 +40,6 @@ def store_url(kind: str, directory: str) -> Iterator[str]:
         launcher = getattr(importlib.import_module(module_name), class_name)
         importlib.import_module(f"arendezvous.backends.{kind}")
     except ImportError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"!!! SKIPPED: the {kind} backend or its test server is missing: {exc} !!!")
+        missing(f"the {kind} backend or its test server is missing: {exc}")
     with launcher() as server:
         yield str(server.url)

@@ -7,12 +7,11 @@ process reads as the time of day, by an hour either way.
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from typing import Any
 
-import pytest
+from _missing import missing
 
 from ._processes import Worker, start_workers
 
@@ -23,9 +22,7 @@ def skewed_clocks(*offsets: str, monotonic: bool) -> list[dict[str, str]]:
     """Environments running a worker with its clock moved by each offset (``"+1h"``, ``"-1h"``),
     through libfaketime; *monotonic*: move its monotonic clock too (a machine of its own)."""
     if not _FAKETIME_LIBRARIES:
-        if os.environ.get("CI"):
-            pytest.fail("libfaketime.so.1 is missing: install Debian's faketime package")
-        pytest.skip("libfaketime is not installed (apt-get install faketime)")
+        missing("libfaketime.so.1 is missing: install Debian's faketime package")
     return [
         {} if offset == "0" else {
             "LD_PRELOAD": str(_FAKETIME_LIBRARIES[0]),
