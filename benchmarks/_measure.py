@@ -91,3 +91,15 @@ async def race(writers: list[Writer], seconds: float, max_ops_each: int) -> tupl
         for write in writers:
             group.start_soon(loop, write)
     return counts[0], counts[1]
+
+
+def comparison_row(name: str, ours: list[float], raw: list[float]) -> str:
+    """A markdown table row of two sides' latencies (seconds each): ops/s, p50 and p99 in
+    microseconds for ours and the raw client's, and the throughput ratio ours / raw."""
+    ours_rate, raw_rate = len(ours) / sum(ours), len(raw) / sum(raw)
+    return (
+        f"| {name} | {ours_rate:,.0f} | {percentile(ours, 0.5) * 1e6:.0f} "
+        f"| {percentile(ours, 0.99) * 1e6:.0f} | {raw_rate:,.0f} "
+        f"| {percentile(raw, 0.5) * 1e6:.0f} | {percentile(raw, 0.99) * 1e6:.0f} "
+        f"| {ours_rate / raw_rate:.2f} |"
+    )

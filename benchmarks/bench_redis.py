@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks._m
 
 import redis.asyncio
 from benchmarks import _measure
-from benchmarks._measure import Op, Writer, percentile
+from benchmarks._measure import Op, Writer, comparison_row
 
 from arendezvous.backends.redis import SET_STATE_SCRIPT, RedisBackend, RedisToken
 from arendezvous.backends.redis._members import member_key
@@ -50,16 +50,6 @@ async def compare(ours: Op, raw: Op, seconds: float) -> tuple[list[float], list[
     """Latencies of both sides, measured in alternating rounds after a short warm-up each."""
     return await _measure.compare(
         ours, raw, seconds, rounds=ROUNDS, max_ops=MAX_OPS_PER_ROUND, warmup=200
-    )
-
-
-def _row(name: str, ours: list[float], raw: list[float]) -> str:
-    ours_rate, raw_rate = len(ours) / sum(ours), len(raw) / sum(raw)
-    return (
-        f"| {name} | {ours_rate:,.0f} | {percentile(ours, 0.5) * 1e6:.0f} "
-        f"| {percentile(ours, 0.99) * 1e6:.0f} | {raw_rate:,.0f} "
-        f"| {percentile(raw, 0.5) * 1e6:.0f} | {percentile(raw, 0.99) * 1e6:.0f} "
-        f"| {ours_rate / raw_rate:.2f} |"
     )
 
 
@@ -110,7 +100,7 @@ async def main(port: int, seconds: float, state_size: int) -> None:
         return await client.hgetall(key)
 
     ours, raw = await compare(backend.get_state, raw_get, seconds)
-    print(_row("get_state vs HGETALL", ours, raw))
+    print(comparison_row("get_state vs HGETALL", ours, raw))
 
     current: list[Any] = [token]
 
@@ -130,7 +120,7 @@ async def main(port: int, seconds: float, state_size: int) -> None:
         return written
 
     ours, raw = await compare(our_set, raw_set, seconds)
-    print(_row("set_state vs EVALSHA", ours, raw))
+    print(comparison_row("set_state vs EVALSHA", ours, raw))
 
     # -- racing writers ----------------------------------------------------------------------
     run_id = f"bench-race-{uuid.uuid4().hex}"

@@ -41,7 +41,7 @@ import aiobotocore
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from benchmarks import _measure
-from benchmarks._measure import Op, Writer, percentile
+from benchmarks._measure import Op, Writer, comparison_row
 from botocore.exceptions import ClientError
 
 from arendezvous.backends.s3 import S3Backend
@@ -56,16 +56,6 @@ async def compare(ours: Op, raw: Op, seconds: float) -> tuple[list[float], list[
     """Latencies of both sides, measured in alternating rounds after a short warm-up each."""
     return await _measure.compare(
         ours, raw, seconds, rounds=ROUNDS, max_ops=MAX_OPS_PER_ROUND, warmup=20
-    )
-
-
-def _row(name: str, ours: list[float], raw: list[float]) -> str:
-    ours_rate, raw_rate = len(ours) / sum(ours), len(raw) / sum(raw)
-    return (
-        f"| {name} | {ours_rate:,.0f} | {percentile(ours, 0.5) * 1e6:.0f} "
-        f"| {percentile(ours, 0.99) * 1e6:.0f} | {raw_rate:,.0f} "
-        f"| {percentile(raw, 0.5) * 1e6:.0f} | {percentile(raw, 0.99) * 1e6:.0f} "
-        f"| {ours_rate / raw_rate:.2f} |"
     )
 
 
@@ -151,7 +141,7 @@ async def main(server: SeaweedFSServer, seconds: float, state_size: int) -> None
                 return await stream.read()
 
         ours, raw = await compare(backend.get_state, raw_get, seconds)
-        print(_row("get_state vs get_object", ours, raw))
+        print(comparison_row("get_state vs get_object", ours, raw))
 
         current: list[Any] = [token]
 
@@ -170,7 +160,7 @@ async def main(server: SeaweedFSServer, seconds: float, state_size: int) -> None
             return written
 
         ours, raw = await compare(our_set, raw_set, seconds)
-        print(_row("set_state vs put_object IfMatch", ours, raw))
+        print(comparison_row("set_state vs put_object IfMatch", ours, raw))
 
         # -- racing writers ------------------------------------------------------------------
         run_id = f"bench-race-{uuid.uuid4().hex}"
