@@ -55,6 +55,7 @@ from arendezvous.testing.members import MemberTableConformance
 from arendezvous.testing.network import NetworkBackendConformance
 from arendezvous.testing.servers import free_port
 from arendezvous.testing.stateful import backend_state_machine
+from bad_input.objects import HostileStr
 from servers.redis import RedisServer
 
 from ._loops import BothLoops
@@ -250,14 +251,6 @@ async def test_same_token_values_are_equal_and_foreign_lookalikes_are_stale(
 
 
 async def test_a_token_with_a_hostile_field_is_never_compared(server: RedisServer) -> None:
-    class HostileStr(str):
-        __slots__ = ()
-
-        def __eq__(self, other: object) -> bool:
-            raise AssertionError("__eq__ of a caller's token field was called")
-
-        __hash__ = str.__hash__
-
     backend = backend_on(server, new_run_id())
     _, token, _ = await backend.set_state(b"a")
     assert isinstance(token, RedisToken)

@@ -68,6 +68,7 @@ from arendezvous.backends.s3._feed import LOCAL_CHANGES, PollingFeed, PollSchedu
 from arendezvous.testing.lifecycle import RunLifecycleConformance
 from arendezvous.testing.network import NetworkBackendConformance
 from arendezvous.testing.stateful import backend_state_machine
+from bad_input.objects import HostileStr
 from servers.seaweedfs import SeaweedFSServer
 
 from ._loops import BothLoops
@@ -516,14 +517,6 @@ async def test_tokens_are_equal_exactly_when_the_store_would_accept_them(
 
 async def test_a_token_field_of_a_str_subclass_is_never_compared(server: SeaweedFSServer) -> None:
     """The shared scenario gives a token a hostile class; here one of its fields has one."""
-
-    class HostileStr(str):
-        __slots__ = ()
-
-        def __eq__(self, other: object) -> bool:
-            raise AssertionError("__eq__ of a caller's token field was called")
-
-        __hash__ = str.__hash__
 
     backend = backend_on(server, new_run_id())
     _, token, _ = await backend.set_state(b"a")

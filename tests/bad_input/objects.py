@@ -16,6 +16,7 @@ __all__ = (
     "EtcdTokenEqualsEverything",
     "Hostile",
     "HostileError",
+    "HostileStr",
     "IntEqualsEverything",
     "LyingLength",
     "MemoryTokenEqualsEverything",
@@ -54,6 +55,19 @@ class Hostile:
 
     def __repr__(self) -> str:
         return "Hostile()"
+
+
+class HostileStr(str):
+    """A ``str`` subclass, e.g. one field of a token of the right class, whose ``==`` raises: a
+    backend must compare a caller's token fields only once it has checked they are exact
+    ``str``s."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        raise HostileError("__eq__ of a caller's token field was called")
+
+    __hash__ = str.__hash__
 
 
 class EqualsEverything:
