@@ -19,6 +19,7 @@ __all__ = (
     "TLS_URL_OPTIONS",
     "TLS_VERIFY_MODES",
     "TlsOptions",
+    "has_userinfo_before_query",
     "merge_alias",
     "parse_bool",
     "parse_host_port",
@@ -138,6 +139,14 @@ def parse_host_port(text: str, default_port: int, what: str) -> tuple[str, int]:
         return host, parse_port(port_text)
     except ValueError:
         raise ValueError(f"bad port in {what}: a number from 1 to 65535") from None
+
+
+def has_userinfo_before_query(url: str) -> bool:
+    """Whether *url* has an ``@`` anywhere before its query: for a store that takes no user or
+    password, a credential, wherever it landed (``s3://us/er:secret@bucket`` has the netloc
+    ``us`` and the secret in its path, where it would become a prefix or a directory and show
+    in a repr). Such a URL is refused, unrepeated; an ``@`` in a name is written ``%40``."""
+    return "@" in url.partition("?")[0]
 
 
 def split_userinfo(netloc: str) -> tuple[str | None, str | None, str]:

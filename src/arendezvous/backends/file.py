@@ -895,11 +895,10 @@ def from_url(url: str, *, run_id: str) -> FileBackend:
     ``expire_after`` (seconds). An ``@`` in the directory is written ``%40``: a literal one is
     refused, as it would be a user or password mistyped into the path."""
     from ._url import parse_bool, parse_options, parse_seconds
+    from ._urlparse import has_userinfo_before_query
 
     parsed = urllib.parse.urlsplit(url)
-    # An '@' before the query: "file://us/er:secret@host" has the netloc "us" and the secret in
-    # its path, which would become the directory (and show in the repr).
-    if parsed.netloc not in ("", "localhost") or "@" in url.partition("?")[0]:
+    if parsed.netloc not in ("", "localhost") or has_userinfo_before_query(url):
         raise ValueError(
             "file:// URLs name a local directory: no host but localhost, no user or password "
             "(write %40 for an '@' in a directory name)"

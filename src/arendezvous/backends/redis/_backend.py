@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import math
@@ -59,6 +60,17 @@ _SSL_CERT_REQS = ("none", "optional", "required")
 def _redis_modules() -> Any:
     """Import redis-py's asyncio client, or raise the ImportError naming the extra."""
     return import_optional("redis.asyncio", "redis")
+
+
+@functools.cache
+def _no_setinfo() -> dict[str, None]:
+    """The client options that stop every new connection announcing the client library (CLIENT
+    SETINFO, a round trip or two): a rendezvous of a thousand handles opens two thousand
+    connections at once. Found once per process: redis-py 8 names it ``driver_info``, older
+    versions ``lib_name`` and ``lib_version``."""
+    if "driver_info" in inspect.signature(_redis_modules().Redis.__init__).parameters:
+        return {"driver_info": None}
+    return {"lib_name": None, "lib_version": None}
 
 
 class RedisBackend(NetworkBackend):
@@ -204,12 +216,7 @@ class RedisBackend(NetworkBackend):
             "retry": Retry(NoBackoff(), 0),
             "decode_responses": False,
         }
-        # Every new connection would announce the client library (CLIENT SETINFO, a round trip
-        # or two): a rendezvous of a thousand handles opens two thousand connections at once.
-        if "driver_info" in inspect.signature(_redis_modules().Redis.__init__).parameters:
-            self._client_kwargs["driver_info"] = None
-        else:  # redis-py < 8 names it lib_name / lib_version
-            self._client_kwargs.update(lib_name=None, lib_version=None)
+        self._client_kwargs.update(_no_setinfo())
         try:
             from redis.maint_notifications import MaintNotificationsConfig
         except ImportError:  # redis-py < 7 has no maintenance notifications to turn off

@@ -23,18 +23,16 @@ file, and neither backend reads the other's bytes by mistake.
 
 from __future__ import annotations
 
-import struct
-import zlib
 from dataclasses import dataclass
 
 from ..._errors import RendezvousStateError
+from .._sealed import SealedFormat
 
 __all__ = ("HEADER_SIZE", "MAGIC", "MAX_COUNTER", "StoredState", "decode", "encode")
 
 MAGIC = b"ARS3"
-FORMAT_VERSION = 1
-_PREFIX = struct.Struct(">4sB3x16sQ16sI")
-HEADER_SIZE = _PREFIX.size + 4
+_FORMAT = SealedFormat(MAGIC, 1, "16sQ16s", "object")  # incarnation, counter, writer
+HEADER_SIZE = _FORMAT.header_size
 MAX_COUNTER = (1 << 64) - 1
 """The largest counter the header holds; a run at it cannot be written again."""
 
@@ -51,9 +49,7 @@ class StoredState:
 
 def encode(incarnation: bytes, counter: int, writer: bytes, state: bytes) -> bytes:
     """Serialise *state* with its header (*incarnation* and *writer* are 16 bytes each)."""
-    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, incarnation, counter, writer, len(state))
-    checksum = zlib.crc32(state, zlib.crc32(prefix))
-    return b"".join((prefix, checksum.to_bytes(4, "big"), state))
+    return _FORMAT.encode((incarnation, counter, writer), state)
 
 
 def decode(data: bytes) -> StoredState:
@@ -61,23 +57,7 @@ def decode(data: bytes) -> StoredState:
 
     :raises RendezvousStateError: the bytes are not a complete, intact object of this format.
     """
-    if len(data) < HEADER_SIZE:
-        raise RendezvousStateError(
-            f"the object is truncated ({len(data)} bytes; the header alone is {HEADER_SIZE})"
-        )
-    magic, version, incarnation, counter, writer, length = _PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise RendezvousStateError(f"not an arendezvous S3 object (magic {magic!r})")
-    if version != FORMAT_VERSION:
-        raise RendezvousStateError(f"unknown arendezvous S3 object format version {version}")
-    if len(data) != HEADER_SIZE + length:
-        raise RendezvousStateError(
-            f"the object holds {len(data) - HEADER_SIZE} state bytes, its header says {length}"
-        )
-    stored_checksum = int.from_bytes(data[_PREFIX.size : HEADER_SIZE], "big")
-    state = data[HEADER_SIZE:]
-    if zlib.crc32(state, zlib.crc32(data[: _PREFIX.size])) != stored_checksum:
-        raise RendezvousStateError("the object's checksum does not match: it is corrupt")
+    (incarnation, counter, writer), state = _FORMAT.decode(data)
     if counter == 0:
         # Writers start at 1: a zero counter was never written by this backend.
         raise RendezvousStateError("the object's counter is 0, which no writer produces")

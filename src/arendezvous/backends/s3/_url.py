@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
-from .._urlparse import parse_options, parse_seconds
+from .._urlparse import has_userinfo_before_query, parse_options, parse_seconds
 from ._backend import S3Backend
 
 __all__ = ("from_url",)
@@ -53,9 +53,7 @@ def from_url(url: str, *, run_id: str) -> S3Backend:
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme.lower() != "s3":
         raise ValueError(f"expected an s3:// URL, got {parsed.scheme}://")
-    # An '@' anywhere before the query: "s3://us/er:secret@bucket" has the netloc "us" and the
-    # secret in its path, which would become the prefix (and show in the repr).
-    if "@" in url.partition("?")[0] or any(
+    if has_userinfo_before_query(url) or any(
         word in key.lower()
         for key, _ in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)
         for word in _CREDENTIAL_WORDS
