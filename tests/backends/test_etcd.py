@@ -379,14 +379,16 @@ def test_sync_adapter_from_threads(etcd_server: EtcdServer) -> None:
 
 
 class _Counted(EtcdBackend):
-    """Records the method of every call the handle makes (its member table's included), and the
-    topics of every watch stream it opens."""
+    """Records the method of every call the handle makes (its member table's included), the
+    topics of every watch stream it opens, and the topics a stream watches after each key it adds
+    (``subscriptions``; ``opens`` counts the streams)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.calls: list[str] = []
         self.subscriptions: list[frozenset[Any]] = []
         self.subscribed = anyio.Event()
+        self.opens = 0
         self.feeds: list[Any] = []
 
     async def _call(
@@ -397,15 +399,25 @@ class _Counted(EtcdBackend):
 
     def _make_feed(self, client: Any) -> Any:
         feed = super()._make_feed(client)
-        opened = feed.open
+        opened, added = feed.open, feed.add
 
-        async def open(topics: frozenset[Any]) -> None:
-            await opened(topics)
+        def watching(topics: frozenset[Any]) -> None:
             self.subscriptions.append(topics)
             self.subscribed.set()
             self.subscribed = anyio.Event()
 
+        async def open(topics: frozenset[Any]) -> None:
+            await opened(topics)
+            self.opens += 1
+            watching(topics)
+
+        async def add(topics: frozenset[Any]) -> bool:
+            assert await added(topics)
+            watching(self.subscriptions[-1] | topics)
+            return True
+
         feed.open = open  # type: ignore[method-assign]
+        feed.add = add  # type: ignore[method-assign]
         # One stream at a time: the hub ends a feed before it makes the next.
         assert all(not earlier.live for earlier in self.feeds)
         self.feeds.append(feed)
@@ -577,6 +589,34 @@ async def test_a_touch_reaches_its_watcher_without_a_read(
             assert counted.calls == before  # no Range: the event was enough
 
 
+async def test_a_new_state_reaches_its_waiter_from_the_watch_event(
+    counted: _Counted, etcd_server: EtcdServer
+) -> None:
+    """A watch event carries the new value: a waiter's first look reads, its wake-up does not.
+    A wait begun right after the handle's own write never reports the state before it, though
+    the stream still had that older state as its newest event when the write returned."""
+    async with EtcdBackend(counted.run_id, etcd_server.endpoint, key_prefix=_PREFIX) as writer:
+        _, token, _ = await counted.set_state(b"first")
+        for number in range(3):
+            results: list[Any] = []
+
+            async def wait(token: Any, results: list[Any] = results) -> None:
+                results.append(await counted.wait_for_change(token, timeout=10))
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(wait, token)
+                    await anyio.wait_all_tasks_blocked()
+                    before = list(counted.calls)
+                    _, written, _ = await writer.set_state(f"by the writer {number}".encode(),
+                                                           token)
+            assert results == [(f"by the writer {number}".encode(), written)]
+            assert counted.calls == before  # no Range: the event was enough
+            # The handle's own write, then a wait on its token: nothing has changed since.
+            _, token, _ = await counted.set_state(f"own {number}".encode(), written)
+            assert await counted.wait_for_change(token, timeout=0.05) is None
+
+
 async def test_one_watch_stream_serves_many_watched_records(
     counted: _Counted, etcd_server: EtcdServer
 ) -> None:
@@ -605,6 +645,8 @@ async def test_one_watch_stream_serves_many_watched_records(
                 while counted.subscriptions[-1] != {counted.key, *(
                         counted.key + b"\x00m/" + node.encode() for node in nodes)}:
                     await counted.subscribed.wait()
+                # Keys join the live stream: the first wait's stream is the only one.
+                assert counted.opens == 1
                 for node in nodes:
                     await writes.touch(node, members[node].version)
                 await writer.set_state(b"again", token)

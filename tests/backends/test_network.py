@@ -270,6 +270,84 @@ async def test_cancelled_waiters_leave_nothing_behind() -> None:
     await backend.aclose()
 
 
+# -- reads the feed answers, topics it adds --------------------------------------------------------
+
+
+class AddingFeed(FakeFeed):
+    """A feed that adds topics to its live subscription (as etcd's watch stream does)."""
+
+    async def add(self, topics: frozenset[Hashable]) -> bool:
+        await anyio.lowlevel.checkpoint()
+        self.store.subscriptions.append(self.store.subscriptions[-1] | topics)
+        return True
+
+
+class NoticedBackend(FakeBackend):
+    """Answers a read that a notice prompted from what the notice said (``noticed`` counts
+    them), and adds topics to its live subscription."""
+
+    def __init__(self, store: FakeStore) -> None:
+        super().__init__(store)
+        self.noticed = 0
+
+    def _make_feed(self, client: FakeStore) -> ChangeFeed:
+        return AddingFeed(client)
+
+    async def _read_noticed(self, client: FakeStore) -> tuple[bytes, Token] | None:
+        await anyio.lowlevel.checkpoint()
+        self.noticed += 1
+        return client.current
+
+
+async def test_a_first_look_is_a_real_read_and_a_notice_is_answered_by_the_feed() -> None:
+    store = FakeStore()
+    backend = NoticedBackend(store)
+    _, token, _ = await backend.set_state(b"a")
+    results: list[Any] = []
+
+    async def wait() -> None:
+        results.append(await backend.wait_for_change(token, timeout=10))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            assert (store.reads, backend.noticed) == (1, 0)  # the first look: a real read
+            version = store.write(b"b")
+        assert results == [(b"b", version)]
+        assert (store.reads, backend.noticed) == (1, 1)  # the notice: answered by the feed
+        # A new waiter's first look is a real read again, though the feed is the same...
+        assert await backend.wait_for_change(token, timeout=0.05) == (b"b", version)
+        assert (store.reads, backend.noticed) == (2, 1)
+        # ...and so is the first read after the subscription was lost and made again.
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            opens = store.opens
+            store.lose_feeds()
+            while store.opens == opens:
+                await store.subscribed.wait()
+            await anyio.wait_all_tasks_blocked()
+            group.cancel_scope.cancel()
+    assert (store.reads, backend.noticed) == (4, 1)
+    await backend.aclose()
+
+
+async def test_a_new_topic_joins_the_live_subscription_when_the_feed_can() -> None:
+    store = FakeStore()
+    backend = NoticedBackend(store)
+    _, token, _ = await backend.set_state(b"a")
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(backend.wait_for_change, token)
+            await anyio.wait_all_tasks_blocked()
+            assert await _wait_on(backend, "other", 0.01) is None
+            assert store.subscriptions == [frozenset({"run"}), frozenset({"run", "other"})]
+            assert store.opens == 1
+            store.write(b"b")
+    await backend.aclose()
+
+
 # -- the outage policy -----------------------------------------------------------------------------
 
 

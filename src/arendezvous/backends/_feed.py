@@ -12,6 +12,10 @@ The hub keeps the contract's rules for notices (they are hints; nothing is misse
 * every notice, and every (re)subscription, is followed by a read of the topics it concerns; a
   waiter only sees *views* from reads that began after it registered, so it never mistakes an
   older state for a change;
+* a waiter's first look, and the first read after a (re)subscription, is a real read of the
+  store; a read that a notice alone prompted may be answered from what the feed itself delivered
+  (an etcd watch event carries the new value) when the topic has a *noticed* reader -- one that
+  never answers with a state older than one a real read on the same subscription returned;
 * reads are coalesced: a notice during a read marks the topic for one more read, not one per
   waiter or per notice;
 * a silent subscription is checked (the feed's ping) every ``ping_interval`` seconds, and one whose
@@ -22,7 +26,9 @@ The hub keeps the contract's rules for notices (they are hints; nothing is misse
 
 Topics are the keys or channels a feed watches; a handle's state is one topic, and other
 components of the same handle (such as a member table) can watch more topics on the same hub.
-The hub's feed stays subscribed for ``linger`` seconds after its last waiter left, so a task that
+A topic that a live subscription does not watch yet is added to it when the feed can
+(:meth:`ChangeFeed.add`), else the feed subscribes again with it. The hub's feed stays subscribed
+for ``linger`` seconds after its last waiter left, so a task that
 waits again and again does not pay for a new subscription each time. A topic nobody has waited on
 for ``linger`` seconds is forgotten -- the feed subscribes again without it while other topics
 still have waiters, and a feed subscribed later leaves it out -- so a handle whose waiters move
@@ -78,6 +84,15 @@ class ChangeFeed(ABC):
 
         :raises RendezvousConnectionError: the subscription is lost.
         """
+
+    async def add(self, topics: frozenset[Hashable]) -> bool:
+        """Subscribe to more *topics* on this open subscription; return ``True`` once the store
+        has confirmed them, ``False`` if this feed cannot (the hub then subscribes again with
+        every topic, the default).
+
+        :raises RendezvousConnectionError: the subscription is lost.
+        """
+        return False
 
     @abstractmethod
     async def ping(self) -> bool:
@@ -139,12 +154,17 @@ class Watch:
 
 
 class _Topic:
-    __slots__ = ("dirty", "idle_since", "read", "reads", "watchers")
+    __slots__ = ("dirty", "fresh", "idle_since", "noticed", "read", "reads", "watchers")
 
-    def __init__(self, read: Callable[[], Awaitable[Any]]) -> None:
+    def __init__(
+        self, read: Callable[[], Awaitable[Any]], noticed: Callable[[], Awaitable[Any]] | None
+    ) -> None:
         self.read = read
+        self.noticed = noticed
         self.reads = 0
         self.dirty = False
+        #: Whether the next read must be a real one (a waiter's first look, a new subscription).
+        self.fresh = True
         self.watchers: set[Watch] = set()
         #: When the last waiter left (meaningful while there is none).
         self.idle_since = 0.0
@@ -209,19 +229,23 @@ class FeedHub:
 
     @asynccontextmanager
     async def watch(
-        self, key: Hashable, read: Callable[[], Awaitable[Any]]
+        self,
+        key: Hashable,
+        read: Callable[[], Awaitable[Any]],
+        noticed: Callable[[], Awaitable[Any]] | None = None,
     ) -> AsyncIterator[Watch]:
         """Register a waiter on topic *key* for the block; yield its :class:`Watch`.
 
-        *read* reads the topic (bounded by the handle's timeout); it is used by the first waiter
-        of the topic. Leaving the block, by cancellation too, removes the registration.
+        *read* reads the topic (bounded by the handle's timeout); *noticed*, if given, answers a
+        read that only a notice prompted (see the module docstring). The first waiter's are the
+        topic's. Leaving the block, by cancellation too, removes the registration.
         """
         topic = self._topics.get(key)
         if topic is None:
-            topic = self._topics[key] = _Topic(read)
+            topic = self._topics[key] = _Topic(read, noticed)
         watch = Watch(topic.reads + 1)
         topic.watchers.add(watch)
-        topic.dirty = True
+        topic.dirty = topic.fresh = True
         if self._closed:
             watch._deliver(View(closed=True))
         else:
@@ -293,7 +317,8 @@ class FeedHub:
                         ) from None
                     delay, lost_at = FIRST_RETRY_DELAY, None
                     for topic in self._topics.values():
-                        topic.dirty = True  # notices may have been missed while unsubscribed
+                        # Notices may have been missed while unsubscribed: really read.
+                        topic.dirty = topic.fresh = True
                     if await self._serve(feed, topics, cycle):
                         continue  # the topics changed: subscribe again at once
                     if cycle.lost is None:
@@ -334,7 +359,7 @@ class FeedHub:
         async with anyio.create_task_group() as group:
             group.start_soon(self._pump, feed, cycle)
             try:
-                resubscribe = await self._serve_reads(topics, cycle)
+                resubscribe = await self._serve_reads(feed, topics, cycle)
             except RendezvousConnectionError as exc:
                 cycle.lost = exc
             finally:
@@ -368,7 +393,9 @@ class FeedHub:
             cycle.lost = exc
             self._wakeup.set()
 
-    async def _serve_reads(self, topics: frozenset[Hashable], cycle: _Cycle) -> bool:
+    async def _serve_reads(
+        self, feed: ChangeFeed, topics: frozenset[Hashable], cycle: _Cycle
+    ) -> bool:
         while True:
             self._wakeup = wakeup = anyio.Event()
             if cycle.lost is not None:
@@ -378,8 +405,12 @@ class FeedHub:
             # With waiters left, an idle topic is forgotten when due (a new subscription without
             # it); without any, the whole feed lingers and stops, and forgets them all then.
             forget_at = self._forget_idle_topics() if self.watchers else math.inf
-            if frozenset(self._topics) != topics:
-                return True
+            wanted = frozenset(self._topics)
+            if wanted != topics:
+                if not wanted > topics or not await feed.add(wanted - topics):
+                    return True
+                topics = wanted  # the new topics' first reads are dirty, and real, already
+                continue
             dirty = [topic for topic in self._topics.values() if topic.dirty]
             if dirty:
                 for topic in dirty:
@@ -400,17 +431,20 @@ class FeedHub:
                     await wakeup.wait()
 
     async def _read(self, topic: _Topic) -> None:
-        topic.dirty = False
+        fresh = topic.fresh
+        read = topic.read if fresh or topic.noticed is None else topic.noticed
+        topic.dirty = topic.fresh = False
         topic.reads += 1
         number = topic.reads
         started = anyio.current_time()
         try:
-            value = await topic.read()
+            value = await read()
         except RendezvousStateError as exc:
             self._outage_since = None
             self._publish(View(error=exc), topic, number)
         except RendezvousConnectionError:
             topic.dirty = True
+            topic.fresh = topic.fresh or fresh
             self._outage_since = self._outage_since or started
             raise
         else:

@@ -23,8 +23,9 @@
   whose timeout ends while the store is unreachable raises instead of answering ``None``.
 
 Each store supplies its client's life cycle (:meth:`_open_client`, :meth:`_close_client`,
-:meth:`_drop_client`), its read (:meth:`_read`), its compare-and-swap (:meth:`_swap`) and its change
-feed (:meth:`_make_feed`); what differs between stores as plain values is a class attribute.
+:meth:`_drop_client`), its read (:meth:`_read`; and :meth:`_read_noticed` if its notices carry the
+new state), its compare-and-swap (:meth:`_swap`) and its change feed (:meth:`_make_feed`); what
+differs between stores as plain values is a class attribute.
 
 Another component living on a handle (e.g. an optional per-run member table) reuses all of it:
 :meth:`_on_client` runs an operation with the handle's client on the client's loop (bridged from
@@ -228,6 +229,13 @@ class NetworkBackend(RunHandle, AsyncRendezvousBackend):
         awaitable: a store may hand back a coroutine it made, sparing a frame.)"""
         raise NotImplementedError
 
+    def _read_noticed(self, client: Any) -> Awaitable[tuple[bytes, Token] | None]:
+        """The read that follows a change notice of a wait's feed (not a waiter's first look):
+        :meth:`_read` unless the store's notices carry the new state itself. It may answer from
+        the feed, but never with a state older than one a real read on the same subscription
+        returned."""
+        return self._read(client)
+
     def _swap(
         self, client: Any, state: bytes, token: Token | None
     ) -> Awaitable[tuple[bytes, Token, bool]]:
@@ -328,7 +336,8 @@ class NetworkBackend(RunHandle, AsyncRendezvousBackend):
             return current is not None and not same_token(current[1], token)
 
         result: tuple[bytes, Token] | None = await self._on_client(
-            self._wait_for, self._topic(), self._read, changed, timeout, "wait_for_change"
+            self._wait_for, self._topic(), self._read, changed, timeout, "wait_for_change",
+            self._read_noticed,
         )
         return result
 
@@ -340,14 +349,18 @@ class NetworkBackend(RunHandle, AsyncRendezvousBackend):
         changed: Callable[[_T], bool],
         timeout: float | None,
         operation: str,
+        noticed: Callable[[Any], Awaitable[_T]] | None = None,
     ) -> _T | None:
         """The waiting template: the first value of *topic* for which *changed* holds, or
-        ``None`` once *timeout* seconds passed without one (see the module docstring)."""
+        ``None`` once *timeout* seconds passed without one (see the module docstring). *read*
+        reads the topic; *noticed*, if given, is the read after a notice (see
+        :meth:`_read_noticed`)."""
         if timeout is not None and timeout <= 0:
             looked = await read(client)  # no wait, but still look
             return looked if changed(looked) else None
         deadline = math.inf if timeout is None else anyio.current_time() + timeout
-        async with self._hub().watch(topic, partial(read, client)) as watch:
+        after_notice = None if noticed is None else partial(noticed, client)
+        async with self._hub().watch(topic, partial(read, client), after_notice) as watch:
             # The first look is bounded by the handle's timeout, not the wait's: a change made
             # already is reported however short the wait.
             view = await watch.next_view()

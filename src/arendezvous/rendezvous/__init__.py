@@ -21,11 +21,12 @@ atomically with the write -- how many nodes the group now holds. The node that m
 ``min_nodes`` starts the last call (one write of the record); the node that makes it
 ``max_nodes`` lists the group and completes the round (one list, one write). Every other joiner
 just waits for the record to change. When the last call runs out (each node times it on its own
-monotonic clock from when it saw it start; the earliest arrival first, the next ones a few
-milliseconds later), the first node to wake lists the group and completes the round with its live
-members. A node arriving while a round is complete puts its record into the next round's group
-and, if the round has room, marks the record ``waiting``, so its participants start a new round;
-when the round is full it waits without disturbing it (PyTorch's redundant list).
+monotonic clock from when it saw it start), the node that started it lists the group and
+completes the round with its live members; the others wait 25 ms longer (and a few milliseconds
+more by arrival) and do it only if that node is gone. A node arriving while a round is complete
+puts its record into the next round's group and, if the round has room, marks the record
+``waiting``, so its participants start a new round; when the round is full it waits without
+disturbing it (PyTorch's redundant list).
 
 Staying formed: each node *touches* its record every ``heartbeat`` (one write; nobody is woken),
 and watches the next participant in rank order, so the participants form a ring (see
@@ -55,8 +56,9 @@ Cost per node, in store operations (N nodes, heartbeat *h*, timeout *T*):
 
 ============================  ================================================================
 joining a round               about 3-4: read the record, put the member record, one read per
-                              record change (last call started, round completed); plus one list
-                              and one write for the node that completes the round
+                              record change (last call started, round completed; none on etcd,
+                              whose watch event carries the record); plus one list and one write
+                              for the node that completes the round
 staying formed, per *h*       1 write (the heartbeat), and with a store clock about *h*/(*T*-*h*)
                               reads for the watch (0.5 at the default *T* = 3 *h*); without one
                               (etcd) one pushed change and one read per refresh of the watched

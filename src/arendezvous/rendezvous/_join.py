@@ -36,10 +36,15 @@ from ._record import RoundRecord, group_name
 
 __all__ = ("Joiner",)
 
-# Several nodes may find the same last call due at once; the first to arrive at the round wakes
-# on time and the next ones a few milliseconds apart (the rest are woken by its write).
+# The node that started the last call completes the round when it is due: it learnt of the last
+# call first (from its own write), so its deadline is the earliest. Every other joiner, which
+# learnt of it from a change notice a little later, waits a grace period longer, and then a few
+# milliseconds more by arrival, so that they do not all race the same compare-and-swap when the
+# node that started it is gone. The grace covers the starter's two calls (list the joiners,
+# complete the round) on a loaded store.
+_GRACE = 0.025
 _STAGGER = 0.005
-_STAGGER_STEPS = 10
+_STAGGER_STEPS = 5
 
 # Wake a little after a deadline rather than a little before it: timers may fire early by up to
 # the clock's resolution, and an early wake-up would only find nothing to do and wait again.
@@ -88,9 +93,11 @@ class Joiner:
         # arrival position in it (the size its own put returned).
         self._sizes: dict[str, int] = {}
         self._positions: dict[str, int] = {}
-        # When this node first saw the open round's last call running: (group, local time), and
-        # the group whose last call it found with too few live joiners.
+        # When this node first saw the open round's last call running: (group, local time), the
+        # group whose last call this node started, and the group whose last call it found with
+        # too few live joiners.
         self._last_call_seen: tuple[str, float] | None = None
+        self._last_call_started: str | None = None
         self._last_call_failed: str | None = None
 
     # -- the node's member record ----------------------------------------------------------------
@@ -285,16 +292,19 @@ class Joiner:
 
     def last_call_due(self, record: RoundRecord) -> float | None:
         """When this node completes the open round's running last call (local monotonic time):
-        the last call from when it first saw it running, plus a stagger by arrival. ``None`` when
-        no last call runs, or when this node's own try found too few live joiners (a node that
-        arrives later times a last call of its own)."""
+        the last call from when it first saw it running; for any node but the one that started
+        it, plus a grace period and a stagger by arrival. ``None`` when no last call runs, or
+        when this node's own try found too few live joiners (a node that arrives later times a
+        last call of its own)."""
         if record.complete or not record.last_call or self._last_call_failed == record.group:
             return None
         seen = self._last_call_seen
         if seen is None or seen[0] != record.group:
             seen = self._last_call_seen = (record.group, self._node.clock())
+        if self._last_call_started == record.group:
+            return seen[1] + self._last_call
         position = self._positions.get(record.group, _STAGGER_STEPS + 1)
-        return seen[1] + self._last_call + min(position - 1, _STAGGER_STEPS) * _STAGGER
+        return seen[1] + self._last_call + _GRACE + min(position - 1, _STAGGER_STEPS) * _STAGGER
 
     async def _advance(self, view: View, size: int) -> View | None:
         """What this joiner of the open round must write now, if anything; the resulting view,
@@ -315,6 +325,7 @@ class Joiner:
             view, written = await self._node.write(view, record.with_last_call(True))
             if written:
                 self._last_call_seen = (record.group, self._node.clock())
+                self._last_call_started = record.group
                 self._node.log(logging.DEBUG, "last_call_started",
                                "node %(node)r started the last call of round %(round)d "
                                "(%(seconds)g s)", round=record.round, seconds=self._last_call)

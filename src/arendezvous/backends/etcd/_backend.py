@@ -14,7 +14,7 @@ from .._feed import ChangeFeed
 from .._network import DEFAULT_TIMEOUT, NetworkBackend
 from .._urlparse import TlsOptions, merge_alias, read_tls_file
 from ._cluster import Cluster, parse_endpoints, shown_endpoint
-from ._feed import WatchFeed
+from ._feed import Seen, WatchFeed
 from ._members import EtcdMemberTable
 from ._protocol import (
     MAX_KEY_SIZE,
@@ -268,9 +268,27 @@ class EtcdBackend(NetworkBackend):
     async def _read(self, client: Cluster) -> tuple[bytes, Token] | None:
         request = self._rpc.RangeRequest(key=self._key)
         response, _ = await self._call(client, "get_state", "Range", request, idempotent=True)
-        if not response.kvs:
+        header = response.header
+        kv = response.kvs[0] if response.kvs else None
+        feed = self._live_feed(client)
+        if feed is not None:
+            # What the stream says from now on is never older than this read.
+            feed.learn(self._key, Seen(header.revision, 0) if kv is None else
+                       Seen(header.revision, kv.mod_revision, kv.value, header.cluster_id))
+        return None if kv is None else self._decode_kv(kv, header.cluster_id)
+
+    async def _read_noticed(self, client: Cluster) -> tuple[bytes, Token] | None:
+        """After a watch event: the state the live stream last delivered (the event carries the
+        value), or the newest a read saw if that is newer; a read if the stream knows nothing."""
+        feed = self._live_feed(client)
+        seen = None if feed is None else feed.seen(self._key)
+        if seen is None or (seen.mod_revision and seen.value is None):
+            return await self._read(client)
+        if not seen.mod_revision:
             return None
-        return self._decode_kv(response.kvs[0], response.header.cluster_id)
+        assert seen.value is not None
+        return decode(seen.value, self._key), EtcdToken(seen.cluster_id, self._key,
+                                                        seen.mod_revision)
 
     async def _swap(
         self, client: Cluster, state: bytes, token: Token | None

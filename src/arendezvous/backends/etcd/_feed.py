@@ -1,11 +1,13 @@
 """The etcd backend's change feed: one watch stream per handle, for all its waiters.
 
 Besides hints, the feed keeps what its events say: for each key it watches, the newest revision
-seen and the key's ``mod_revision`` then (:class:`Seen`). An etcd watch event is the change
-itself, not a notice to go and look, so a reader that only needs a key's revision (the member
-table's ``wait_for_change``) learns a touch from the event alone, with no read. What the feed
-knows holds only while its stream does: a new feed (after the stream broke, or to watch other
-keys) starts knowing nothing, and its keys are read again.
+seen, the key's ``mod_revision`` then and its value (:class:`Seen`). An etcd watch event is the
+change itself, not a notice to go and look, so a reader that only needs a key's revision (the
+member table's ``wait_for_change``) learns a touch from the event alone, and a waiter on the
+run's state learns the new state from it, with no read. What the feed knows holds only while its
+stream does: a new feed (after the stream broke, or to watch other keys) starts knowing nothing,
+and its keys are read again. Keys are added to a live stream (one more watch on it), so a waiter
+on a new key costs no new stream.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ class Seen(NamedTuple):
     revision: int
     mod_revision: int
     """The key's ``mod_revision`` then; 0 if it did not exist."""
+    value: bytes | None = None
+    """The key's value then, if the one who saw it read it (``None``: not known)."""
+    cluster_id: int = 0
+    """The cluster that answered (its id, as the response header said)."""
 
 
 class WatchFeed(ChangeFeed):
@@ -52,6 +58,8 @@ class WatchFeed(ChangeFeed):
         self._lost: str | None = None
         self._member: Any = None
         self._topics: frozenset[Hashable] = frozenset()
+        self._created = 0
+        self._creation = anyio.Event()
         self._opened = False
         self._closed = False
         self._seen: dict[bytes, Seen] = {}
@@ -143,11 +151,18 @@ class WatchFeed(ChangeFeed):
                 if response is grpc.aio.EOF:
                     self._lost = "the watch stream ended"
                     return
+                cluster_id = response.header.cluster_id
                 for event in response.events:
                     # Learnt as the stream delivers it: a reader asking later gets the newest.
                     kv = event.kv
-                    alive = event.type == event.PUT
-                    self.learn(kv.key, Seen(kv.mod_revision, kv.mod_revision if alive else 0))
+                    if event.type == event.PUT:
+                        seen = Seen(kv.mod_revision, kv.mod_revision, kv.value, cluster_id)
+                    else:
+                        seen = Seen(kv.mod_revision, 0, None, cluster_id)
+                    self.learn(kv.key, seen)
+                if response.created:
+                    self._created += 1
+                    self._creation.set()
                 self._responses.append(response)
                 self._arrived.set()
         except asyncio.CancelledError:
@@ -158,6 +173,7 @@ class WatchFeed(ChangeFeed):
             self._lost = f"the watch stream broke: {type(exc).__name__}"
         finally:
             self._arrived.set()
+            self._creation.set()
 
     async def next_hint(self, timeout: float) -> object:
         while True:
@@ -185,6 +201,33 @@ class WatchFeed(ChangeFeed):
                 return keys.pop() if len(keys) == 1 else ALL
             if not response.created:
                 return PONG  # a progress notification: the answer to ping()
+
+    async def add(self, topics: frozenset[Hashable]) -> bool:
+        """One more watch on the live stream per key; return once etcd has confirmed each."""
+        rpc = self._cluster.rpc
+        target = self._created + len(topics)
+        try:
+            with anyio.fail_after(self._cluster.timeout):
+                for topic in topics:
+                    create = rpc.WatchCreateRequest(key=topic)
+                    await cancellable(self._call.write(rpc.WatchRequest(create_request=create)),
+                                      pending=self._cluster.pending)
+                while self._created < target:
+                    if self._lost is not None:
+                        raise RendezvousConnectionError(
+                            f"{self._cluster.what(self._operation)}: {self._lost}"
+                        )
+                    self._creation = anyio.Event()
+                    await self._creation.wait()
+        except TimeoutError:
+            raise RendezvousConnectionError(
+                f"{self._cluster.what(self._operation)}: a new watch on the stream was not "
+                f"confirmed within {self._cluster.timeout:g} s"
+            ) from None
+        except (self._cluster.grpc.RpcError, OSError) as exc:
+            raise self._cluster.error(exc, self._operation) from exc
+        self._topics = self._topics | topics
+        return True
 
     async def ping(self) -> bool:
         rpc = self._cluster.rpc
