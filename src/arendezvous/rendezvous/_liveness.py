@@ -321,6 +321,12 @@ class Liveness:
         self.health.reached(_WATCH)
         first_seen = read_at = clock()
         age = None if member is None else member.age
+        if not table.has_clock and member is not None:
+            # The silence counts from this read; the store's push of the record's changes can be
+            # set up a little later, spread over the first part of a heartbeat, rather than add N
+            # subscriptions to the moment a round forms (a change meanwhile is still seen: the
+            # wait's first look compares the version).
+            await anyio.sleep(min(self.interval / 2, timeout / 4) * random.random())
         while member is not None and member.group == group:
             if table.has_clock:
                 # When the record expires by the store's clock, and at most `timeout` after this
@@ -343,9 +349,11 @@ class Liveness:
                 member, first_seen = seen, read_at
                 age = None if seen is None else seen.age
             else:
-                changed = await table.wait_for_change(node, member.version, timeout=timeout)
+                changed = await table.wait_for_change(
+                    node, member.version, timeout=max(first_seen + timeout - clock(), 0.0)
+                )
                 self.health.reached(_WATCH)
-                if not changed and await self._evict(member, round, timeout):
+                if not changed and await self._evict(member, round, clock() - first_seen):
                     break
                 member = await table.get(node)
                 first_seen = read_at = clock()
