@@ -59,18 +59,23 @@ def check_processes_rendezvous(
     def round_of(group: list[Worker]) -> list[dict[str, Any]]:
         """The next round holding exactly *group*, as each of its workers reports it. (Under load
         a round may first complete without a slow node, by the last call; the node then waits
-        and the next round has it: each worker reports both.)"""
+        and the next round has it: each worker reports both. A node starved past the heartbeat
+        timeout may be evicted from a round before it read it: it rejoins, and the others meet
+        it in the next round, which they report too.)"""
         expected = tuple(sorted(worker.node for worker in group))
-        infos = []
-        for worker in group:
+
+        def next_of_group(worker: Worker, after: int) -> dict[str, Any]:
             for _ in range(10):
                 info = worker.next_round()
                 seen.append(info)
-                if info["participants"] == expected:
-                    infos.append(info)
-                    break
-            else:
-                raise AssertionError(f"{worker.node} saw no round of {expected} in 10 rounds")
+                if info["participants"] == expected and info["round"] >= after:
+                    return info
+            raise AssertionError(f"{worker.node} saw no round of {expected} in 10 rounds")
+
+        infos = [next_of_group(worker, 0) for worker in group]
+        latest = max(info["round"] for info in infos)
+        infos = [info if info["round"] == latest else next_of_group(worker, latest)
+                 for worker, info in zip(group, infos, strict=True)]
         assert len({info["round_id"] for info in infos}) == 1, infos
         assert sorted(info["rank"] for info in infos) == list(range(len(group)))
         return infos

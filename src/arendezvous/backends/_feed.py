@@ -28,11 +28,11 @@ Topics are the keys or channels a feed watches; a handle's state is one topic, a
 components of the same handle (such as a member table) can watch more topics on the same hub.
 A topic that a live subscription does not watch yet is added to it when the feed can
 (:meth:`ChangeFeed.add`), else the feed subscribes again with it. The hub's feed stays subscribed
-for ``linger`` seconds after its last waiter left, so a task that
-waits again and again does not pay for a new subscription each time. A topic nobody has waited on
-for ``linger`` seconds is forgotten -- the feed subscribes again without it while other topics
-still have waiters, and a feed subscribed later leaves it out -- so a handle whose waiters move
-from key to key (a rendezvous watching another node each round) watches only what is waited on.
+for ``linger`` seconds after its last waiter left, so a task that waits again and again does not
+pay for a new subscription each time. A topic nobody has waited on for ``linger`` seconds is
+forgotten -- the feed subscribes again without it while other topics still have waiters, and a
+feed subscribed later leaves it out -- so a handle whose waiters move from key to key (a
+rendezvous watching another node each round) watches only what is waited on.
 """
 
 from __future__ import annotations
