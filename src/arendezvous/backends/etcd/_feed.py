@@ -60,6 +60,8 @@ class WatchFeed(ChangeFeed):
         self._topics: frozenset[Hashable] = frozenset()
         self._created = 0
         self._creation = anyio.Event()
+        # gRPC allows one write in flight per stream: adding keys and pinging take turns.
+        self._sending = anyio.Lock()
         self._opened = False
         self._closed = False
         self._seen: dict[bytes, Seen] = {}
@@ -209,9 +211,8 @@ class WatchFeed(ChangeFeed):
         try:
             with anyio.fail_after(self._cluster.timeout):
                 for topic in topics:
-                    create = rpc.WatchCreateRequest(key=topic)
-                    await cancellable(self._call.write(rpc.WatchRequest(create_request=create)),
-                                      pending=self._cluster.pending)
+                    await self._send(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
+                        key=topic)))
                 while self._created < target:
                     if self._lost is not None:
                         raise RendezvousConnectionError(
@@ -224,21 +225,24 @@ class WatchFeed(ChangeFeed):
                 f"{self._cluster.what(self._operation)}: a new watch on the stream was not "
                 f"confirmed within {self._cluster.timeout:g} s"
             ) from None
-        except (self._cluster.grpc.RpcError, OSError) as exc:
-            raise self._cluster.error(exc, self._operation) from exc
         self._topics = self._topics | topics
         return True
 
     async def ping(self) -> bool:
         rpc = self._cluster.rpc
+        await self._send(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
+        return False
+
+    async def _send(self, request: Any) -> None:
+        """Write *request* on the live stream, after any other write of this feed.
+
+        :raises RendezvousConnectionError: the stream failed.
+        """
         try:
-            await cancellable(
-                self._call.write(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())),
-                pending=self._cluster.pending,
-            )
+            async with self._sending:
+                await cancellable(self._call.write(request), pending=self._cluster.pending)
         except (self._cluster.grpc.RpcError, OSError) as exc:
             raise self._cluster.error(exc, self._operation) from exc
-        return False
 
     async def aclose(self) -> None:
         self._closed = True
