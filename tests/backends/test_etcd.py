@@ -54,6 +54,7 @@ from servers import find_binary, free_port
 from servers.etcd import EtcdServer
 
 from ._loops import BothLoops
+from ._waiting import waiting
 
 pytestmark = pytest.mark.anyio
 
@@ -598,18 +599,10 @@ async def test_a_new_state_reaches_its_waiter_from_the_watch_event(
     async with EtcdBackend(counted.run_id, etcd_server.endpoint, key_prefix=_PREFIX) as writer:
         _, token, _ = await counted.set_state(b"first")
         for number in range(3):
-            results: list[Any] = []
-
-            async def wait(token: Any, results: list[Any] = results) -> None:
-                results.append(await counted.wait_for_change(token, timeout=10))
-
-            with anyio.fail_after(10):
-                async with anyio.create_task_group() as group:
-                    group.start_soon(wait, token)
-                    await anyio.wait_all_tasks_blocked()
-                    before = list(counted.calls)
-                    _, written, _ = await writer.set_state(f"by the writer {number}".encode(),
-                                                           token)
+            async with waiting(counted, token, within=10) as results:
+                await anyio.wait_all_tasks_blocked()
+                before = list(counted.calls)
+                _, written, _ = await writer.set_state(f"by the writer {number}".encode(), token)
             assert results == [(f"by the writer {number}".encode(), written)]
             assert counted.calls == before  # no Range: the event was enough
             # The handle's own write, then a wait on its token: nothing has changed since.
@@ -764,15 +757,9 @@ async def test_a_frozen_member_is_passed_over(cluster: EtcdCluster) -> None:
     _, token, _ = await writer.set_state(b"0")
     cluster.pause(order[0])
     try:
-        results: list[Any] = []
-
-        async def wait(token: Any) -> None:
-            results.append(await waiter.wait_for_change(token, timeout=30))
-
         for step in range(6):
             started = anyio.current_time()
-            async with anyio.create_task_group() as group:
-                group.start_soon(wait, token)
+            async with waiting(waiter, token, timeout=30) as results:
                 await anyio.wait_all_tasks_blocked()
                 state, token, written = await writer.set_state(b"%d" % (step + 1), token)
             assert written, "a write was not applied while one member of three was frozen"

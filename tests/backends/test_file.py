@@ -32,6 +32,8 @@ from arendezvous.testing.lifecycle import RunLifecycleConformance
 from arendezvous.testing.members import MemberTableConformance
 from arendezvous.testing.stateful import backend_state_machine
 
+from ._waiting import waiting
+
 pytestmark = pytest.mark.anyio
 
 
@@ -302,13 +304,7 @@ async def test_deleting_wakes_waiters_in_this_process(tmp_path: Path) -> None:
     _, token, _ = await backend.set_state(b"first")
     member, _, _ = await backend.member_table().put("node", "group", b"v", None)
     assert member is not None
-    results: list[object] = []
-    async with anyio.create_task_group() as group:
-
-        async def wait_for_state() -> None:
-            results.append(await backend.wait_for_change(token, timeout=30))
-
-        group.start_soon(wait_for_state)
+    async with waiting(backend, token, timeout=30) as results:
         await anyio.wait_all_tasks_blocked()
         await backend.delete_run()
         # No state exists to report: the waiter re-read and waits on, until the run is created

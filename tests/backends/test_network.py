@@ -22,6 +22,8 @@ from arendezvous._errors import ErrorTable
 from arendezvous.backends._feed import PONG, ChangeFeed
 from arendezvous.backends._network import NetworkBackend
 
+from ._waiting import waiting
+
 pytestmark = pytest.mark.anyio
 
 
@@ -162,20 +164,12 @@ async def test_waiters_share_one_feed_and_one_read_per_notice() -> None:
     store = FakeStore()
     backend = FakeBackend(store)
     _, token, _ = await backend.set_state(b"a")
-    results: list[Any] = []
-
-    async def wait() -> None:
-        results.append(await backend.wait_for_change(token, timeout=10))
-
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            for _ in range(300):
-                group.start_soon(wait)
-            await anyio.wait_all_tasks_blocked()
-            reads_before = store.reads
-            assert store.opens == 1
-            assert 1 <= reads_before <= 2  # coalesced: every waiter's first look in one or two
-            store.write(b"b")
+    async with waiting(backend, token, count=300, within=10) as results:
+        await anyio.wait_all_tasks_blocked()
+        reads_before = store.reads
+        assert store.opens == 1
+        assert 1 <= reads_before <= 2  # coalesced: every waiter's first look in one or two
+        store.write(b"b")
     assert results == [(b"b", store.version)] * 300
     assert store.reads == reads_before + 1  # one read for the notice, for all 300
     await backend.aclose()
@@ -303,32 +297,25 @@ async def test_a_first_look_is_a_real_read_and_a_notice_is_answered_by_the_feed(
     store = FakeStore()
     backend = NoticedBackend(store)
     _, token, _ = await backend.set_state(b"a")
-    results: list[Any] = []
-
-    async def wait() -> None:
-        results.append(await backend.wait_for_change(token, timeout=10))
-
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            group.start_soon(wait)
-            await anyio.wait_all_tasks_blocked()
-            assert (store.reads, backend.noticed) == (1, 0)  # the first look: a real read
-            version = store.write(b"b")
-        assert results == [(b"b", version)]
-        assert (store.reads, backend.noticed) == (1, 1)  # the notice: answered by the feed
-        # A new waiter's first look is a real read again, though the feed is the same...
-        assert await backend.wait_for_change(token, timeout=0.05) == (b"b", version)
-        assert (store.reads, backend.noticed) == (2, 1)
-        # ...and so is the first read after the subscription was lost and made again.
-        async with anyio.create_task_group() as group:
-            group.start_soon(wait)
+    async with waiting(backend, token, within=10) as results:
+        await anyio.wait_all_tasks_blocked()
+        assert (store.reads, backend.noticed) == (1, 0)  # the first look: a real read
+        version = store.write(b"b")
+    assert results == [(b"b", version)]
+    assert (store.reads, backend.noticed) == (1, 1)  # the notice: answered by the feed
+    # A new waiter's first look is a real read again, though the feed is the same...
+    assert await backend.wait_for_change(token, timeout=0.05) == (b"b", version)
+    assert (store.reads, backend.noticed) == (2, 1)
+    # ...and so is the first read after the subscription was lost and made again.
+    with anyio.CancelScope() as scope:
+        async with waiting(backend, token, within=10):
             await anyio.wait_all_tasks_blocked()
             opens = store.opens
             store.lose_feeds()
             while store.opens == opens:
                 await store.subscribed.wait()
             await anyio.wait_all_tasks_blocked()
-            group.cancel_scope.cancel()
+            scope.cancel()
     assert (store.reads, backend.noticed) == (4, 1)
     await backend.aclose()
 
@@ -355,17 +342,10 @@ async def test_a_lost_feed_is_replaced_and_a_silent_change_is_still_seen() -> No
     store = FakeStore()
     backend = FakeBackend(store, timeout=0.5)
     _, token, _ = await backend.set_state(b"a")
-    results: list[Any] = []
-
-    async def wait() -> None:
-        results.append(await backend.wait_for_change(token, timeout=10))
-
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as group:
-            group.start_soon(wait)
-            await anyio.wait_all_tasks_blocked()
-            version = store.write(b"b", notify=False)  # no notice...
-            store.lose_feeds()  # ...and the subscription drops: only a re-read can tell
+    async with waiting(backend, token, within=5) as results:
+        await anyio.wait_all_tasks_blocked()
+        version = store.write(b"b", notify=False)  # no notice...
+        store.lose_feeds()  # ...and the subscription drops: only a re-read can tell
     assert results == [(b"b", version)]
     assert store.opens == 2
     await backend.aclose()
@@ -392,21 +372,14 @@ async def test_an_outage_shorter_than_the_timeout_is_ridden_out() -> None:
     store = FakeStore()
     backend = FakeBackend(store, timeout=5)
     _, token, _ = await backend.set_state(b"a")
-    results: list[Any] = []
-
-    async def wait() -> None:
-        results.append(await backend.wait_for_change(token, timeout=20))
-
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            group.start_soon(wait)
-            await anyio.wait_all_tasks_blocked()
-            store.reachable = False
-            store.lose_feeds()
-            await anyio.sleep(0.3)  # the outage itself, which the waiter must outlast
-            assert results == []
-            store.reachable = True
-            version = store.write(b"b", notify=False)
+    async with waiting(backend, token, timeout=20, within=10) as results:
+        await anyio.wait_all_tasks_blocked()
+        store.reachable = False
+        store.lose_feeds()
+        await anyio.sleep(0.3)  # the outage itself, which the waiter must outlast
+        assert results == []
+        store.reachable = True
+        version = store.write(b"b", notify=False)
     assert results == [(b"b", version)]
     await backend.aclose()
 

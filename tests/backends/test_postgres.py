@@ -53,6 +53,7 @@ from arendezvous.testing.stateful import backend_state_machine
 from servers.postgres import PostgresServer
 
 from ._loops import BothLoops
+from ._waiting import waiting
 
 asyncpg = pytest.importorskip("asyncpg")
 
@@ -1059,14 +1060,10 @@ async def test_waiters_share_one_listening_connection() -> None:
     waiter = CountedBackend(dsn(), run_id, table=table)
     async with waiter, PostgresBackend(dsn(), run_id, table=table) as writer:
         _, token, _ = await writer.set_state(b"a")
-        results: list[object] = []
-
-        async def wait() -> None:
-            results.append(await waiter.wait_for_change(token, timeout=20))
-
-        async with raw_connection() as raw, anyio.create_task_group() as group:
-            for _ in range(150):
-                group.start_soon(wait)
+        async with (
+            raw_connection() as raw,
+            waiting(waiter, token, count=150, timeout=20) as results,
+        ):
             await waiter.reads_reached(1).wait()
             await anyio.wait_all_tasks_blocked()
             listening = await raw.fetchval(

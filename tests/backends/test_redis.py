@@ -59,6 +59,7 @@ from bad_input.objects import HostileStr
 from servers.redis import RedisServer
 
 from ._loops import BothLoops
+from ._waiting import waiting
 
 pytestmark = pytest.mark.anyio
 
@@ -393,16 +394,9 @@ async def test_a_notice_wakes_a_subscribed_waiter(server: RedisServer) -> None:
     run_id = new_run_id()
     waiter, writer = observed_on(server, run_id), backend_on(server, run_id)
     _, token, _ = await writer.set_state(b"a")
-    results: list[Any] = []
-
-    async def wait() -> None:
-        results.append(await waiter.wait_for_change(token, timeout=10))
-
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as group:
-            group.start_soon(wait)
-            await waiter.reads_reached(1).wait()
-            _, new_token, _ = await writer.set_state(b"b", token)
+    async with waiting(waiter, token, within=5) as results:
+        await waiter.reads_reached(1).wait()
+        _, new_token, _ = await writer.set_state(b"b", token)
     assert results == [(b"b", new_token)]
     assert waiter.reads == 2  # the first look, and the read the notice asked for
     await waiter.aclose()
@@ -415,20 +409,13 @@ async def test_spurious_notices_are_not_changes(
     run_id = new_run_id()
     waiter, writer = observed_on(server, run_id), backend_on(server, run_id)
     _, token, _ = await writer.set_state(b"a")
-    results: list[Any] = []
-
-    async def wait() -> None:
-        results.append(await waiter.wait_for_change(token, timeout=10))
-
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as group:
-            group.start_soon(wait)
-            await waiter.reads_reached(1).wait()
-            for notice in range(5):
-                assert await raw.publish(waiter.key, b"not a change") == 1
-                await waiter.reads_reached(2 + notice).wait()  # one re-read per notice
-            assert not results
-            _, new_token, _ = await writer.set_state(b"b", token)
+    async with waiting(waiter, token, within=5) as results:
+        await waiter.reads_reached(1).wait()
+        for notice in range(5):
+            assert await raw.publish(waiter.key, b"not a change") == 1
+            await waiter.reads_reached(2 + notice).wait()  # one re-read per notice
+        assert not results
+        _, new_token, _ = await writer.set_state(b"b", token)
     assert results == [(b"b", new_token)]
     await waiter.aclose()
     await writer.aclose()
@@ -447,18 +434,12 @@ async def test_waiters_share_one_subscription(
     waiter = QuickToLetGo(run_id, host="127.0.0.1", port=server.port)
     writer = backend_on(server, run_id)
     _, token, _ = await writer.set_state(b"a")
-    results: list[Any] = []
 
     async def pubsub_clients() -> int:
         return sum(1 for client in await raw.client_list() if client["flags"] == "P")
 
-    async def wait() -> None:
-        results.append(await waiter.wait_for_change(token, timeout=10))
-
     with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            for _ in range(150):
-                group.start_soon(wait)
+        async with waiting(waiter, token, count=150) as results:
             await waiter.reads_reached(1).wait()
             await anyio.wait_all_tasks_blocked()
             assert await pubsub_clients() == 1
@@ -511,17 +492,11 @@ async def test_a_lost_notice_costs_latency_not_the_change(own_server: RedisServe
     waiter, writer = observed_on(own_server, run_id), backend_on(own_server, run_id)
     _, token, _ = await writer.set_state(b"a")
     assert isinstance(token, RedisToken)
-    results: list[Any] = []
-
-    async def wait() -> None:
-        results.append(await waiter.wait_for_change(token, timeout=10))
-
     with anyio.fail_after(5):
         async with (
             redis.asyncio.Redis(host="127.0.0.1", port=own_server.port) as raw,
-            anyio.create_task_group() as group,
+            waiting(waiter, token) as results,
         ):
-            group.start_soon(wait)
             await waiter.reads_reached(1).wait()
             async with raw.pipeline(transaction=True) as pipe:
                 pipe.client_kill_filter(_type="pubsub")
@@ -547,7 +522,6 @@ async def test_a_callers_retrying_client_re_reads_after_it_reconnects(
     writer = backend_on(own_server, run_id)
     _, token, _ = await writer.set_state(b"a")
     assert isinstance(token, RedisToken)
-    results: list[Any] = []
     async with (
         redis.asyncio.Redis(host="127.0.0.1", port=own_server.port) as client,
         redis.asyncio.Redis(host="127.0.0.1", port=own_server.port) as raw,
@@ -556,13 +530,8 @@ async def test_a_callers_retrying_client_re_reads_after_it_reconnects(
         assert retry is not None
         assert retry.get_retries() > 0
         waiter = ObservedBackend(run_id, client=client, timeout=2)
-
-        async def wait() -> None:
-            results.append(await waiter.wait_for_change(token, timeout=10))
-
         with anyio.fail_after(5):
-            async with anyio.create_task_group() as group:
-                group.start_soon(wait)
+            async with waiting(waiter, token) as results:
                 await waiter.reads_reached(1).wait()
                 async with raw.pipeline(transaction=True) as pipe:
                     pipe.client_kill_filter(_type="pubsub")
@@ -789,19 +758,12 @@ async def test_a_waiter_sees_a_deleted_run_as_its_state_gone(server: RedisServer
     run_id = new_run_id()
     waiter, other = observed_on(server, run_id), backend_on(server, run_id)
     _, token, _ = await other.set_state(b"old")
-    results: list[Any] = []
-
-    async def wait() -> None:
-        results.append(await waiter.wait_for_change(token, timeout=10))
-
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as group:
-            group.start_soon(wait)
-            await waiter.reads_reached(1).wait()
-            assert await other.delete_run()
-            await waiter.reads_reached(2).wait()  # the notice's re-read found nothing
-            assert results == []
-            _, new_token, _ = await other.set_state(b"new")
+    async with waiting(waiter, token, within=5) as results:
+        await waiter.reads_reached(1).wait()
+        assert await other.delete_run()
+        await waiter.reads_reached(2).wait()  # the notice's re-read found nothing
+        assert results == []
+        _, new_token, _ = await other.set_state(b"new")
     assert results == [(b"new", new_token)]
     assert isinstance(token, RedisToken)
     assert isinstance(new_token, RedisToken)

@@ -72,6 +72,7 @@ from bad_input.objects import HostileStr
 from servers.seaweedfs import SeaweedFSServer
 
 from ._loops import BothLoops
+from ._waiting import waiting
 
 pytestmark = pytest.mark.anyio
 
@@ -856,20 +857,13 @@ async def test_polling_sees_a_write_from_outside_the_process(
     waiter = counted_on(server, run_id, poll_interval=0.05, max_poll_interval=0.2)
     _, token, _ = await waiter.set_state(b"a")
     assert isinstance(token, S3Token)
-    results: list[Any] = []
-
-    async def wait() -> None:
-        results.append(await waiter.wait_for_change(token, timeout=10))
-
     body = _format.encode(bytes.fromhex(token.incarnation), token.counter + 1, b"w" * 16, b"b")
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as group:
-            group.start_soon(wait)
-            await waiter.reads_reached(3).wait()  # the first look, then polls
-            assert not results
-            reply = await raw.put_object(
-                Bucket=server.bucket, Key=waiter.key, Body=body, IfMatch=f'"{token.etag}"'
-            )
+    async with waiting(waiter, token, within=5) as results:
+        await waiter.reads_reached(3).wait()  # the first look, then polls
+        assert not results
+        reply = await raw.put_object(
+            Bucket=server.bucket, Key=waiter.key, Body=body, IfMatch=f'"{token.etag}"'
+        )
     etag = _store.normalize_etag(reply["ETag"])
     assert results == [(b"b", S3Token(token.incarnation, token.counter + 1, etag))]
     await waiter.aclose()
@@ -880,16 +874,9 @@ async def test_a_write_in_this_process_wakes_a_waiter_at_once(server: SeaweedFSS
     waiter = counted_on(server, run_id, poll_interval=60, max_poll_interval=60)
     writer = backend_on(server, run_id)
     _, token, _ = await writer.set_state(b"a")
-    results: list[Any] = []
-
-    async def wait() -> None:
-        results.append(await waiter.wait_for_change(token))
-
-    with anyio.fail_after(10):  # a poll would take a minute
-        async with anyio.create_task_group() as group:
-            group.start_soon(wait)
-            await waiter.reads_reached(1).wait()
-            _, new_token, _ = await writer.set_state(b"b", token)
+    async with waiting(waiter, token, timeout=None, within=10) as results:  # a poll: a minute
+        await waiter.reads_reached(1).wait()
+        _, new_token, _ = await writer.set_state(b"b", token)
     assert results == [(b"b", new_token)]
     await waiter.aclose()
     await writer.aclose()
