@@ -25,7 +25,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch.distributed as dist
@@ -37,6 +36,7 @@ from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
 )
 
 from .._backend import AsyncRendezvousBackend
+from .._closing import ClosesOnExit
 from ..backends._url import open_backend
 from ..backends._urlparse import parse_positive_int, parse_seconds
 from ..sync import SyncBackend
@@ -417,7 +417,7 @@ def default_engine() -> str:
 # -- the handler ------------------------------------------------------------------------------
 
 
-class ArendezvousHandler(torch_api.RendezvousHandler):
+class ArendezvousHandler(ClosesOnExit, torch_api.RendezvousHandler):
     """torch's ``RendezvousHandler`` over any arendezvous backend; what torchrun drives.
 
     Build it with :func:`create_handler` (torchrun does, through the entry point). Each
@@ -541,15 +541,8 @@ class ArendezvousHandler(torch_api.RendezvousHandler):
                     self._server = None
                     self._client = None
 
-    def __enter__(self) -> ArendezvousHandler:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """:meth:`shutdown`, for ``with``: what leaving the block calls."""
         self.shutdown()
 
 
